@@ -33,4 +33,6 @@ d = { 'settings': { 'branch': 'main',
                                             'feature_extraction.metrics.retrieval_metrics': ( 'metrics.html#retrieval_metrics',
                                                                                               'feature_extraction/metrics.py'),
                                             'feature_extraction.metrics.similarity_blocks': ( 'metrics.html#similarity_blocks',
+                                                                                              'feature_extraction/metrics.py'),
+                                            'feature_extraction.metrics.stats_of_prepared': ( 'metrics.html#stats_of_prepared',
                                                                                               'feature_extraction/metrics.py')}}}

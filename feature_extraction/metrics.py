@@ -4,16 +4,16 @@
 
 # %% auto #0
 __all__ = ['PER_QUERY_METRICS', 'as_features', 'l2_normalize', 'as_column', 'encode_pair', 'prepare', 'auto_block_size',
-           'similarity_blocks', 'check_block_size', 'ranking_stats', 'check_topk', 'retrieval_metrics', 'knn',
-           'reference_ranking_stats']
+           'similarity_blocks', 'check_block_size', 'stats_of_prepared', 'ranking_stats', 'check_topk',
+           'retrieval_metrics', 'knn', 'reference_ranking_stats']
 
-# %% ../nbs/01_metrics.ipynb #f78141b2
+# %% ../nbs/01_metrics.ipynb #33e3278f
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .core import compiled, resolve_num_threads
 
-# %% ../nbs/01_metrics.ipynb #d339ea61
+# %% ../nbs/01_metrics.ipynb #918fd807
 def as_features(x, name: str) -> np.ndarray:
     "`x` as a C-contiguous float32 [n, dim] array with finite values; errors name the argument."
     x = np.asarray(x)
@@ -26,12 +26,12 @@ def as_features(x, name: str) -> np.ndarray:
                                   f"{len(bad)} row(s), first rows: {bad[:10].tolist()}")
     return x
 
-# %% ../nbs/01_metrics.ipynb #f464fdc2
+# %% ../nbs/01_metrics.ipynb #eaf5eb0c
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     "Rows of `x` divided by their L2 norm; an all-zero row stays zero."
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)).astype(np.float32, copy=False)
 
-# %% ../nbs/01_metrics.ipynb #ea5bb84a
+# %% ../nbs/01_metrics.ipynb #3d891fa9
 def as_column(values, n: int, name: str) -> np.ndarray:
     "Labels or ids as a 1-D array of length `n`; a `[n, 1]` column is flattened."
     v = np.asarray(values)
@@ -40,7 +40,7 @@ def as_column(values, n: int, name: str) -> np.ndarray:
     if v.dtype.kind == "f" and np.isnan(v).any(): raise ValueError(f"{name} contains NaN")
     return v
 
-# %% ../nbs/01_metrics.ipynb #18a9d2a7
+# %% ../nbs/01_metrics.ipynb #e4fc296d
 def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     "Query and gallery values as int64 codes that are equal exactly where the values are equal."
     if q.dtype.kind in "iu" and g.dtype.kind in "iu" and np.can_cast(q.dtype, np.int64) and np.can_cast(g.dtype, np.int64):
@@ -51,7 +51,7 @@ def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     except TypeError as e: raise TypeError(f"{names[0]}/{names[1]} values cannot be sorted for comparison: {e}") from e
     return codes[:len(q)].astype(np.int64), codes[len(q):].astype(np.int64)
 
-# %% ../nbs/01_metrics.ipynb #f66c0d76
+# %% ../nbs/01_metrics.ipynb #e869051e
 def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=None, gallery_ids=None,
             normalize: bool = True) -> tuple:
     "Validated (query, gallery, query_labels, gallery_labels, query_ids, gallery_ids); absent labels or ids are None."
@@ -72,7 +72,7 @@ def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=No
                              ("query_ids", "gallery_ids"))
     return q, g, ql, gl, qi, gi
 
-# %% ../nbs/01_metrics.ipynb #fb4ec173
+# %% ../nbs/01_metrics.ipynb #019abf8f
 def auto_block_size(n_query: int, n_gallery: int, budget_bytes: int = 256 * 2**20) -> int:
     "Queries per block so that one float32 block of similarities fits in `budget_bytes`."
     return int(max(1, min(n_query, budget_bytes // (4 * n_gallery))))
@@ -86,7 +86,7 @@ def similarity_blocks(query: np.ndarray, gallery: np.ndarray, block_size: int, n
             np.matmul(query[start:stop], gallery.T, out=buf[:stop - start])
             yield start, stop, buf[:stop - start]
 
-# %% ../nbs/01_metrics.ipynb #b0771f41
+# %% ../nbs/01_metrics.ipynb #f87ebbef
 def check_block_size(block_size, n_query: int, n_gallery: int) -> int:
     "A user's `block_size` (None for `auto_block_size`), checked."
     if block_size is None: return auto_block_size(n_query, n_gallery)
@@ -94,11 +94,9 @@ def check_block_size(block_size, n_query: int, n_gallery: int) -> int:
         raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
     return int(block_size)
 
-# %% ../nbs/01_metrics.ipynb #d3e6d001
-def ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
-                  normalize: bool = True, block_size: int = None, num_threads: int = None) -> dict:
-    "Per-query arrays `n_pos`, `first_rank`, `last_rank` (int64, 0 without positives), `ap`, `ap_at_r`, `r_precision`."
-    q, g, ql, gl, qi, gi = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
+# %% ../nbs/01_metrics.ipynb #7c4b9e86
+def stats_of_prepared(q, g, ql, gl, qi, gi, block_size=None, num_threads=None) -> dict:
+    "`ranking_stats` of inputs already checked by `prepare`."
     if ql is None: raise ValueError("query_labels and gallery_labels are required")
     nt, ext = resolve_num_threads(num_threads), compiled("_retrieval")
     no_ids = np.empty(0, np.int64)
@@ -109,7 +107,13 @@ def ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, 
                              no_ids if gi is None else gi, *(v[start:stop] for v in out.values()), nt)
     return out
 
-# %% ../nbs/01_metrics.ipynb #39d22a12
+def ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
+                  normalize: bool = True, block_size: int = None, num_threads: int = None) -> dict:
+    "Per-query arrays `n_pos`, `first_rank`, `last_rank` (int64, 0 without positives), `ap`, `ap_at_r`, `r_precision`."
+    prepared = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
+    return stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads)
+
+# %% ../nbs/01_metrics.ipynb #521f2964
 PER_QUERY_METRICS = {  # metric name -> its per-query value, from the arrays of `ranking_stats`
     "mAP": lambda s: s["ap"],
     "mAP@R": lambda s: s["ap_at_r"],
@@ -124,7 +128,7 @@ def check_topk(topk, n_gallery: int) -> tuple:
         raise ValueError(f"topk must be integers from 1 to the gallery size ({n_gallery}), got {topk!r}")
     return tuple(int(k) for k in ks)
 
-# %% ../nbs/01_metrics.ipynb #61ed5eff
+# %% ../nbs/01_metrics.ipynb #ba7b5999
 def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                       topk=(1, 5), metrics=("recall", "mAP"), normalize: bool = True,
                       block_size: int = None, num_threads: int = None) -> dict:
@@ -132,8 +136,9 @@ def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=No
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     unknown = [m for m in metrics if m != "recall" and m not in PER_QUERY_METRICS]
     if unknown: raise ValueError(f"unknown metric(s) {unknown}; choose from {['recall', *PER_QUERY_METRICS]}")
-    ks = check_topk(topk, len(gallery)) if "recall" in metrics else ()
-    s = ranking_stats(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize, block_size, num_threads)
+    prepared = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
+    ks = check_topk(topk, len(prepared[1])) if "recall" in metrics else ()
+    s = stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads)
     valid = s["n_pos"] > 0
     if not valid.any(): raise ValueError(f"none of the {len(valid)} queries has a positive in the gallery: "
                                          "check that query and gallery labels use the same classes")
@@ -143,7 +148,7 @@ def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=No
         else: out[m] = float(np.mean(PER_QUERY_METRICS[m](s)[valid]))
     return out | {"num_queries": len(valid), "num_skipped_queries": int((~valid).sum())}
 
-# %% ../nbs/01_metrics.ipynb #6082a475
+# %% ../nbs/01_metrics.ipynb #434ab0d8
 def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: bool = True,
         block_size: int = None, num_threads: int = None) -> tuple:
     "Exact top-`k` gallery items of every query: (scores [Q, k] float32, indices [Q, k] int64), best first."
@@ -158,7 +163,7 @@ def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: boo
                        scores[start:stop], index[start:stop], nt)
     return scores, index
 
-# %% ../nbs/01_metrics.ipynb #6cc4e1c6
+# %% ../nbs/01_metrics.ipynb #82dc0dda
 def reference_ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                             normalize: bool = True) -> dict:
     "Plain NumPy oracle for `ranking_stats`: full similarity matrix and a stable sort of each row."
