@@ -13,9 +13,14 @@ cdef extern from "retrieval_kernels.hpp" namespace "fe":
         double* ap
         double* ap_at_r
         double* r_precision
+    cdef struct LabelIndex:
+        const int64_t* labels
+        const int64_t* offsets
+        const int64_t* sorted_index
+        int64_t n_labels
     void rank_stats(const float* scores, int64_t n_rows, int64_t n_gallery, int64_t ld,
                     const int64_t* q_labels, const int64_t* q_ids,
-                    const int64_t* g_labels, const int64_t* g_ids, cbool use_ids,
+                    LabelIndex by_label, const int64_t* g_ids, cbool use_ids,
                     RankStatsOut out, int num_threads) nogil
     void topk_rows(const float* scores, int64_t n_rows, int64_t n_gallery, int64_t ld, int64_t k,
                    const int64_t* q_ids, const int64_t* g_ids, cbool use_ids,
@@ -24,12 +29,19 @@ cdef extern from "retrieval_kernels.hpp" namespace "fe":
 
 def rank_stats_block(const float[:, ::1] scores,
                      const int64_t[::1] q_labels, const int64_t[::1] q_ids,
-                     const int64_t[::1] g_labels, const int64_t[::1] g_ids,
+                     const int64_t[::1] labels, const int64_t[::1] offsets, const int64_t[::1] sorted_index,
+                     const int64_t[::1] g_ids,
                      int64_t[::1] n_pos, int64_t[::1] first_rank, int64_t[::1] last_rank,
                      double[::1] ap, double[::1] ap_at_r, double[::1] r_precision,
                      int num_threads):
-    """Fill the per-query outputs for the rows of `scores` [B, G]; ids are used when non-empty."""
+    """Fill the per-query outputs for the rows of `scores` [B, G]; ids are used when non-empty.
+    The gallery's labels come grouped: items with label labels[c] are sorted_index[offsets[c]:offsets[c+1]]."""
     cdef RankStatsOut out
+    cdef LabelIndex by_label
+    by_label.labels = &labels[0]
+    by_label.offsets = &offsets[0]
+    by_label.sorted_index = &sorted_index[0]
+    by_label.n_labels = labels.shape[0]
     cdef cbool use_ids = g_ids.shape[0] > 0
     cdef const int64_t* qid_ptr = &q_ids[0] if use_ids else NULL
     cdef const int64_t* gid_ptr = &g_ids[0] if use_ids else NULL
@@ -41,7 +53,7 @@ def rank_stats_block(const float[:, ::1] scores,
     out.r_precision = &r_precision[0]
     with nogil:
         rank_stats(&scores[0, 0], scores.shape[0], scores.shape[1], scores.shape[1],
-                   &q_labels[0], qid_ptr, &g_labels[0], gid_ptr, use_ids, out, num_threads)
+                   &q_labels[0], qid_ptr, by_label, gid_ptr, use_ids, out, num_threads)
 
 
 def topk_block(const float[:, ::1] scores, int64_t k,

@@ -40,15 +40,30 @@ inline bool before(float sa, int64_t ia, float sb, int64_t ib) {
     return sa > sb || (sa == sb && ia < ib);
 }
 
+// Gallery items grouped by label (CSR): the items with label labels[c] are
+// sorted_index[offsets[c]:offsets[c+1]], and `labels` is sorted, so a query finds its positives
+// by binary search instead of scanning the whole row.
+struct LabelIndex {
+    const int64_t* labels;
+    const int64_t* offsets;
+    const int64_t* sorted_index;
+    int64_t n_labels;
+};
+
 // One query row. `pos` and `diff` are scratch buffers owned by the calling thread.
 inline void rank_row(const float* s, int64_t n_gallery, int64_t q_label, int64_t q_id,
-                     const int64_t* g_labels, const int64_t* g_ids, bool use_ids,
+                     const LabelIndex& by_label, const int64_t* g_ids, bool use_ids,
                      std::vector<Pos>& pos, std::vector<int64_t>& diff,
                      int64_t* n_pos, int64_t* first_rank, int64_t* last_rank,
                      double* ap, double* ap_at_r, double* r_precision) {
     pos.clear();
-    for (int64_t j = 0; j < n_gallery; ++j) {
-        if (g_labels[j] == q_label && !(use_ids && g_ids[j] == q_id)) pos.push_back({s[j], j});
+    const int64_t* found = std::lower_bound(by_label.labels, by_label.labels + by_label.n_labels, q_label);
+    const int64_t c = found - by_label.labels;
+    if (c < by_label.n_labels && *found == q_label) {
+        for (int64_t t = by_label.offsets[c]; t < by_label.offsets[c + 1]; ++t) {
+            const int64_t j = by_label.sorted_index[t];
+            if (!(use_ids && g_ids[j] == q_id)) pos.push_back({s[j], j});
+        }
     }
     const int64_t R = static_cast<int64_t>(pos.size());
     *n_pos = R;
@@ -93,7 +108,7 @@ inline void rank_row(const float* s, int64_t n_gallery, int64_t q_label, int64_t
 // Rows of `scores` are queries, with row stride `ld` (in floats) over n_gallery columns.
 inline void rank_stats(const float* scores, int64_t n_rows, int64_t n_gallery, int64_t ld,
                        const int64_t* q_labels, const int64_t* q_ids,
-                       const int64_t* g_labels, const int64_t* g_ids, bool use_ids,
+                       LabelIndex by_label, const int64_t* g_ids, bool use_ids,
                        RankStatsOut out, int num_threads) {
 #pragma omp parallel num_threads(num_threads)
     {
@@ -102,7 +117,7 @@ inline void rank_stats(const float* scores, int64_t n_rows, int64_t n_gallery, i
 #pragma omp for schedule(dynamic, 8)
         for (int64_t i = 0; i < n_rows; ++i) {
             rank_row(scores + i * ld, n_gallery, q_labels[i], use_ids ? q_ids[i] : 0,
-                     g_labels, g_ids, use_ids, pos, diff,
+                     by_label, g_ids, use_ids, pos, diff,
                      out.n_pos + i, out.first_rank + i, out.last_rank + i,
                      out.ap + i, out.ap_at_r + i, out.r_precision + i);
         }
