@@ -7,31 +7,31 @@ __all__ = ['PER_QUERY_METRICS', 'as_features', 'l2_normalize', 'as_column', 'enc
            'similarity_blocks', 'check_block_size', 'group_by_label', 'stats_of_prepared', 'ranking_stats',
            'check_topk', 'retrieval_metrics', 'knn', 'reference_ranking_stats']
 
-# %% ../nbs/01_metrics.ipynb #4e86ef5b
+# %% ../nbs/01_metrics.ipynb #9ffe3f5c
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .core import compiled, resolve_num_threads
 
-# %% ../nbs/01_metrics.ipynb #a0566b36
+# %% ../nbs/01_metrics.ipynb #1c37f57b
 def as_features(x, name: str) -> np.ndarray:
     "`x` as a C-contiguous float32 [n, dim] array with finite values; errors name the argument."
     x = np.asarray(x)
     if x.dtype.kind not in "fiu": raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
     if x.ndim != 2: raise ValueError(f"{name} must be 2-D [n, dim], got shape {x.shape}")
     if 0 in x.shape: raise ValueError(f"{name} is empty (shape {x.shape})")
-    x = np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"): x = np.ascontiguousarray(x, dtype=np.float32)  # overflow is reported below
     bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
     if len(bad): raise ValueError(f"{name} has NaN or infinite values (or values too large for float32) in "
                                   f"{len(bad)} row(s), first rows: {bad[:10].tolist()}")
     return x
 
-# %% ../nbs/01_metrics.ipynb #2f20a23c
+# %% ../nbs/01_metrics.ipynb #7ff1308d
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     "Rows of `x` divided by their L2 norm; an all-zero row stays zero."
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)).astype(np.float32, copy=False)
 
-# %% ../nbs/01_metrics.ipynb #dc8671ab
+# %% ../nbs/01_metrics.ipynb #f5ede406
 def as_column(values, n: int, name: str) -> np.ndarray:
     "Labels or ids as a 1-D array of length `n`; a `[n, 1]` column is flattened."
     v = np.asarray(values)
@@ -40,7 +40,7 @@ def as_column(values, n: int, name: str) -> np.ndarray:
     if v.dtype.kind == "f" and np.isnan(v).any(): raise ValueError(f"{name} contains NaN")
     return v
 
-# %% ../nbs/01_metrics.ipynb #0ee7a330
+# %% ../nbs/01_metrics.ipynb #60d3a1f4
 def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     "Query and gallery values as int64 codes that are equal exactly where the values are equal."
     if q.dtype.kind in "iu" and g.dtype.kind in "iu" and np.can_cast(q.dtype, np.int64) and np.can_cast(g.dtype, np.int64):
@@ -51,7 +51,7 @@ def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     except TypeError as e: raise TypeError(f"{names[0]}/{names[1]} values cannot be sorted for comparison: {e}") from e
     return codes[:len(q)].astype(np.int64), codes[len(q):].astype(np.int64)
 
-# %% ../nbs/01_metrics.ipynb #54428c7c
+# %% ../nbs/01_metrics.ipynb #395c2399
 def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=None, gallery_ids=None,
             normalize: bool = True) -> tuple:
     "Validated (query, gallery, query_labels, gallery_labels, query_ids, gallery_ids); absent labels or ids are None."
@@ -72,7 +72,7 @@ def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=No
                              ("query_ids", "gallery_ids"))
     return q, g, ql, gl, qi, gi
 
-# %% ../nbs/01_metrics.ipynb #a3c1a8ff
+# %% ../nbs/01_metrics.ipynb #60dd691f
 def auto_block_size(n_query: int, n_gallery: int, budget_bytes: int = 256 * 2**20) -> int:
     "Queries per block so that one float32 block of similarities fits in `budget_bytes`."
     return int(max(1, min(n_query, budget_bytes // (4 * n_gallery))))
@@ -86,7 +86,7 @@ def similarity_blocks(query: np.ndarray, gallery: np.ndarray, block_size: int, n
             np.matmul(query[start:stop], gallery.T, out=buf[:stop - start])
             yield start, stop, buf[:stop - start]
 
-# %% ../nbs/01_metrics.ipynb #8eb7e9ec
+# %% ../nbs/01_metrics.ipynb #b385293d
 def check_block_size(block_size, n_query: int, n_gallery: int) -> int:
     "A user's `block_size` (None for `auto_block_size`), checked."
     if block_size is None: return auto_block_size(n_query, n_gallery)
@@ -94,14 +94,14 @@ def check_block_size(block_size, n_query: int, n_gallery: int) -> int:
         raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
     return int(block_size)
 
-# %% ../nbs/01_metrics.ipynb #dfa8b319
+# %% ../nbs/01_metrics.ipynb #35bc75b8
 def group_by_label(labels: np.ndarray) -> tuple:
     "(sorted unique labels, offsets, indices): items with label `u[c]` are `indices[offsets[c]:offsets[c+1]]`, ascending."
     order = np.argsort(labels, kind="stable").astype(np.int64)
     uniq, counts = np.unique(labels[order], return_counts=True)
     return uniq.astype(np.int64), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), order
 
-# %% ../nbs/01_metrics.ipynb #c6158e76
+# %% ../nbs/01_metrics.ipynb #42eac782
 def stats_of_prepared(q, g, ql, gl, qi, gi, block_size=None, num_threads=None) -> dict:
     "`ranking_stats` of inputs already checked by `prepare`."
     if ql is None: raise ValueError("query_labels and gallery_labels are required")
@@ -120,7 +120,7 @@ def ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, 
     prepared = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
     return stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads)
 
-# %% ../nbs/01_metrics.ipynb #0cf48c77
+# %% ../nbs/01_metrics.ipynb #9cded2fb
 PER_QUERY_METRICS = {  # metric name -> its per-query value, from the arrays of `ranking_stats`
     "mAP": lambda s: s["ap"],
     "mAP@R": lambda s: s["ap_at_r"],
@@ -135,7 +135,7 @@ def check_topk(topk, n_gallery: int) -> tuple:
         raise ValueError(f"topk must be integers from 1 to the gallery size ({n_gallery}), got {topk!r}")
     return tuple(int(k) for k in ks)
 
-# %% ../nbs/01_metrics.ipynb #7da2670b
+# %% ../nbs/01_metrics.ipynb #b6a96dc1
 def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                       topk=(1, 5), metrics=("recall", "mAP"), normalize: bool = True,
                       block_size: int = None, num_threads: int = None) -> dict:
@@ -155,7 +155,7 @@ def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=No
         else: out[m] = float(np.mean(PER_QUERY_METRICS[m](s)[valid]))
     return out | {"num_queries": len(valid), "num_skipped_queries": int((~valid).sum())}
 
-# %% ../nbs/01_metrics.ipynb #2b29ab97
+# %% ../nbs/01_metrics.ipynb #44d29b03
 def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: bool = True,
         block_size: int = None, num_threads: int = None) -> tuple:
     "Exact top-`k` gallery items of every query: (scores [Q, k] float32, indices [Q, k] int64), best first."
@@ -170,7 +170,7 @@ def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: boo
                        scores[start:stop], index[start:stop], nt)
     return scores, index
 
-# %% ../nbs/01_metrics.ipynb #1db2a0e3
+# %% ../nbs/01_metrics.ipynb #04bb429b
 def reference_ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                             normalize: bool = True) -> dict:
     "Plain NumPy oracle for `ranking_stats`: full similarity matrix and a stable sort of each row."
