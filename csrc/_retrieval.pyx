@@ -22,6 +22,18 @@ cdef extern from "retrieval_kernels.hpp" namespace "fe":
                     const int64_t* q_labels, const int64_t* q_ids,
                     LabelIndex by_label, const int64_t* g_ids, cbool use_ids,
                     RankStatsOut out, int num_threads) nogil
+    cdef struct Positives:
+        const int64_t* offsets
+        float* score
+        int64_t* index
+    void collect_positives(const float* band, int64_t nr, int64_t nc, int64_t row0, int64_t col0,
+                           const int64_t* class_start, const int64_t* class_end, const int64_t* ids,
+                           cbool use_ids, const int64_t* orig, Positives P, int num_threads) nogil
+    void count_tile(const float* tile, int64_t nr, int64_t nc, int64_t row0, int64_t col0, cbool diagonal,
+                    const int64_t* labels, const int64_t* orig, const float* lowest, Positives P,
+                    int64_t* diff, int num_threads) nogil
+    void finish_symmetric(int64_t n, const Positives& P, const int64_t* diff, RankStatsOut out,
+                          int num_threads) nogil
     void topk_rows(const float* scores, int64_t n_rows, int64_t n_gallery, int64_t ld, int64_t k,
                    const int64_t* q_ids, const int64_t* g_ids, cbool use_ids,
                    float* out_scores, int64_t* out_index, int num_threads) nogil
@@ -66,3 +78,55 @@ def topk_block(const float[:, ::1] scores, int64_t k,
     with nogil:
         topk_rows(&scores[0, 0], scores.shape[0], scores.shape[1], scores.shape[1], k,
                   qid_ptr, gid_ptr, use_ids, &out_scores[0, 0], &out_index[0, 0], num_threads)
+
+
+cdef Positives _positives(const int64_t[::1] offsets, float[::1] score, int64_t[::1] index):
+    cdef Positives P
+    P.offsets = &offsets[0]
+    P.score = &score[0] if score.shape[0] > 0 else NULL
+    P.index = &index[0] if index.shape[0] > 0 else NULL
+    return P
+
+
+def collect_positives_block(const float[:, ::1] band, int64_t row0, int64_t col0,
+                            const int64_t[::1] class_start, const int64_t[::1] class_end,
+                            const int64_t[::1] ids, const int64_t[::1] orig,
+                            const int64_t[::1] offsets, float[::1] score, int64_t[::1] index, int num_threads):
+    """Symmetric case, phase 1: sorted positives of the queries at positions row0.. from their band
+    [rows, columns col0..]; ids are used when non-empty."""
+    cdef Positives P = _positives(offsets, score, index)
+    cdef cbool use_ids = ids.shape[0] > 0
+    cdef const int64_t* ids_ptr = &ids[0] if use_ids else NULL
+    with nogil:
+        collect_positives(&band[0, 0], band.shape[0], band.shape[1], row0, col0, &class_start[0], &class_end[0],
+                          ids_ptr, use_ids, &orig[0], P, num_threads)
+
+
+def count_tile_block(const float[:, ::1] tile, int64_t row0, int64_t col0, cbool diagonal,
+                     const int64_t[::1] labels, const int64_t[::1] orig, const float[::1] lowest,
+                     const int64_t[::1] offsets, float[::1] score, int64_t[::1] index, int64_t[::1] diff,
+                     int num_threads):
+    """Symmetric case, phase 2: count the different-class pairs of one tile, in both directions off the diagonal."""
+    cdef Positives P = _positives(offsets, score, index)
+    cdef int64_t* diff_ptr = &diff[0] if diff.shape[0] > 0 else NULL
+    with nogil:
+        count_tile(&tile[0, 0], tile.shape[0], tile.shape[1], row0, col0, diagonal, &labels[0], &orig[0],
+                   &lowest[0], P, diff_ptr, num_threads)
+
+
+def finish_symmetric_stats(const int64_t[::1] offsets, float[::1] score, int64_t[::1] index,
+                           const int64_t[::1] diff,
+                           int64_t[::1] n_pos, int64_t[::1] first_rank, int64_t[::1] last_rank,
+                           double[::1] ap, double[::1] ap_at_r, double[::1] r_precision, int num_threads):
+    """Symmetric case, last step: per-position statistics from the counts."""
+    cdef Positives P = _positives(offsets, score, index)
+    cdef RankStatsOut out
+    cdef const int64_t* diff_ptr = &diff[0] if diff.shape[0] > 0 else NULL
+    out.n_pos = &n_pos[0]
+    out.first_rank = &first_rank[0]
+    out.last_rank = &last_rank[0]
+    out.ap = &ap[0]
+    out.ap_at_r = &ap_at_r[0]
+    out.r_precision = &r_precision[0]
+    with nogil:
+        finish_symmetric(n_pos.shape[0], P, diff_ptr, out, num_threads)

@@ -40,60 +40,37 @@ inline bool before(float sa, int64_t ia, float sb, int64_t ib) {
     return sa > sb || (sa == sb && ia < ib);
 }
 
-// Gallery items grouped by label (CSR): the items with label labels[c] are
-// sorted_index[offsets[c]:offsets[c+1]], and `labels` is sorted, so a query finds its positives
-// by binary search instead of scanning the whole row.
-struct LabelIndex {
-    const int64_t* labels;
-    const int64_t* offsets;
-    const int64_t* sorted_index;
-    int64_t n_labels;
-};
-
-// One query row. `pos` and `diff` are scratch buffers owned by the calling thread.
-inline void rank_row(const float* s, int64_t n_gallery, int64_t q_label, int64_t q_id,
-                     const LabelIndex& by_label, const int64_t* g_ids, bool use_ids,
-                     std::vector<Pos>& pos, std::vector<int64_t>& diff,
-                     int64_t* n_pos, int64_t* first_rank, int64_t* last_rank,
-                     double* ap, double* ap_at_r, double* r_precision) {
-    pos.clear();
-    const int64_t* found = std::lower_bound(by_label.labels, by_label.labels + by_label.n_labels, q_label);
-    const int64_t c = found - by_label.labels;
-    if (c < by_label.n_labels && *found == q_label) {
-        for (int64_t t = by_label.offsets[c]; t < by_label.offsets[c + 1]; ++t) {
-            const int64_t j = by_label.sorted_index[t];
-            if (!(use_ids && g_ids[j] == q_id)) pos.push_back({s[j], j});
-        }
+// Number of sorted positives that item (s, idx) is NOT ordered before, i.e. the first positive it
+// precedes. Few positives (the usual case) are counted without branches; many are bisected.
+inline int64_t first_after(float s, int64_t idx, const float* pos_score, const int64_t* pos_index, int64_t R) {
+    if (R <= 16) {
+        int64_t m = 0;
+        for (int64_t i = 0; i < R; ++i) m += !before(s, idx, pos_score[i], pos_index[i]);
+        return m;
     }
-    const int64_t R = static_cast<int64_t>(pos.size());
-    *n_pos = R;
+    int64_t lo = 0, hi = R;
+    while (lo < hi) {
+        const int64_t mid = (lo + hi) >> 1;
+        if (before(s, idx, pos_score[mid], pos_index[mid])) hi = mid; else lo = mid + 1;
+    }
+    return lo;
+}
+
+// Per-query statistics from the counts of items ordered before each positive: positive i (0-based,
+// sorted) has rank 1 + i + (diff[0] + ... + diff[i]) when positives were not counted as items
+// (`positives_counted` false), and 1 + (diff[0] + ... + diff[i]) when they were.
+inline void finish_stats(int64_t R, const int64_t* diff, bool positives_counted, int64_t* first_rank,
+                         int64_t* last_rank, double* ap, double* ap_at_r, double* r_precision) {
     if (R == 0) {
         *first_rank = *last_rank = 0;
         *ap = *ap_at_r = *r_precision = 0.0;
         return;
     }
-    std::sort(pos.begin(), pos.end(),
-              [](const Pos& a, const Pos& b) { return before(a.score, a.index, b.score, b.index); });
-    // diff[m] counts items ordered before positives m..R-1 but not before 0..m-1.
-    diff.assign(R + 1, 0);
-    const float lowest = pos[R - 1].score;
-    for (int64_t k = 0; k < n_gallery; ++k) {
-        const float sk = s[k];
-        if (sk < lowest) continue;  // ordered after every positive: the common case
-        if (use_ids && g_ids[k] == q_id) continue;
-        // m = number of positives not ordered after item k (positives are sorted)
-        int64_t lo = 0, hi = R;
-        while (lo < hi) {
-            const int64_t mid = (lo + hi) >> 1;
-            if (before(sk, k, pos[mid].score, pos[mid].index)) hi = mid; else lo = mid + 1;
-        }
-        ++diff[lo];
-    }
     int64_t above = 0, in_top_r = 0;
     double sum_prec = 0.0, sum_prec_r = 0.0;
     for (int64_t i = 0; i < R; ++i) {
         above += diff[i];
-        const int64_t rank = above + 1;
+        const int64_t rank = above + 1 + (positives_counted ? 0 : i);
         const double prec = static_cast<double>(i + 1) / static_cast<double>(rank);
         sum_prec += prec;
         if (rank <= R) { sum_prec_r += prec; ++in_top_r; }
@@ -105,6 +82,60 @@ inline void rank_row(const float* s, int64_t n_gallery, int64_t q_label, int64_t
     *r_precision = static_cast<double>(in_top_r) / R;
 }
 
+// Gallery items grouped by label (CSR): the items with label labels[c] are
+// sorted_index[offsets[c]:offsets[c+1]], and `labels` is sorted, so a query finds its positives
+// by binary search instead of scanning the whole row.
+struct LabelIndex {
+    const int64_t* labels;
+    const int64_t* offsets;
+    const int64_t* sorted_index;
+    int64_t n_labels;
+};
+
+// One query row. Excluded items (same label and same id as the query) are counted like any item
+// in the pass over the row and subtracted afterwards, which keeps the id test out of the hot loop.
+// `pos`, `excl`, `ps`, `pi` and `diff` are scratch buffers owned by the calling thread.
+inline void rank_row(const float* s, int64_t n_gallery, int64_t q_label, int64_t q_id,
+                     const LabelIndex& by_label, const int64_t* g_ids, bool use_ids,
+                     std::vector<Pos>& pos, std::vector<Pos>& excl, std::vector<float>& ps,
+                     std::vector<int64_t>& pi, std::vector<int64_t>& diff,
+                     int64_t* n_pos, int64_t* first_rank, int64_t* last_rank,
+                     double* ap, double* ap_at_r, double* r_precision) {
+    pos.clear();
+    excl.clear();
+    const int64_t* found = std::lower_bound(by_label.labels, by_label.labels + by_label.n_labels, q_label);
+    const int64_t c = found - by_label.labels;
+    if (c < by_label.n_labels && *found == q_label) {
+        for (int64_t t = by_label.offsets[c]; t < by_label.offsets[c + 1]; ++t) {
+            const int64_t j = by_label.sorted_index[t];
+            (use_ids && g_ids[j] == q_id ? excl : pos).push_back({s[j], j});
+        }
+    }
+    const int64_t R = static_cast<int64_t>(pos.size());
+    *n_pos = R;
+    if (R == 0) {
+        finish_stats(0, nullptr, true, first_rank, last_rank, ap, ap_at_r, r_precision);
+        return;
+    }
+    std::sort(pos.begin(), pos.end(),
+              [](const Pos& a, const Pos& b) { return before(a.score, a.index, b.score, b.index); });
+    ps.resize(R);
+    pi.resize(R);
+    for (int64_t i = 0; i < R; ++i) { ps[i] = pos[i].score; pi[i] = pos[i].index; }
+    // diff[m] counts items ordered before positives m..R-1 but not before 0..m-1.
+    diff.assign(R + 1, 0);
+    const float lowest = ps[R - 1];
+    for (int64_t k = 0; k < n_gallery; ++k) {
+        const float sk = s[k];
+        if (sk < lowest) continue;  // ordered after every positive: the common case
+        ++diff[first_after(sk, k, ps.data(), pi.data(), R)];
+    }
+    for (const Pos& e : excl) {
+        if (e.score >= lowest) --diff[first_after(e.score, e.index, ps.data(), pi.data(), R)];
+    }
+    finish_stats(R, diff.data(), true, first_rank, last_rank, ap, ap_at_r, r_precision);
+}
+
 // Rows of `scores` are queries, with row stride `ld` (in floats) over n_gallery columns.
 inline void rank_stats(const float* scores, int64_t n_rows, int64_t n_gallery, int64_t ld,
                        const int64_t* q_labels, const int64_t* q_ids,
@@ -112,15 +143,109 @@ inline void rank_stats(const float* scores, int64_t n_rows, int64_t n_gallery, i
                        RankStatsOut out, int num_threads) {
 #pragma omp parallel num_threads(num_threads)
     {
-        std::vector<Pos> pos;
-        std::vector<int64_t> diff;
+        std::vector<Pos> pos, excl;
+        std::vector<float> ps;
+        std::vector<int64_t> pi, diff;
 #pragma omp for schedule(dynamic, 8)
         for (int64_t i = 0; i < n_rows; ++i) {
             rank_row(scores + i * ld, n_gallery, q_labels[i], use_ids ? q_ids[i] : 0,
-                     by_label, g_ids, use_ids, pos, diff,
+                     by_label, g_ids, use_ids, pos, excl, ps, pi, diff,
                      out.n_pos + i, out.first_rank + i, out.last_rank + i,
                      out.ap + i, out.ap_at_r + i, out.r_precision + i);
         }
+    }
+}
+
+// ---- The symmetric case: query set == gallery set -------------------------------------------
+// Items are sorted by label, so each class is a contiguous range [class_start[t], class_end[t]) of
+// positions. Positives of query t are its class minus excluded items (same id); their scores come
+// from a band of the similarity matrix around the diagonal. Every other pair is counted from tiles
+// (I, J >= I) of the matrix, each computed once and read in both directions, which halves the
+// matmul. `orig` maps positions to the caller's indices, which break ties.
+
+// Positives (CSR by position): the positives of t are at [offsets[t], offsets[t+1]), sorted.
+struct Positives {
+    const int64_t* offsets;
+    float* score;
+    int64_t* index;
+};
+
+// Fill the positives of queries row0..row0+nr-1 from their band `band` [nr, nc] (columns col0..).
+inline void collect_positives(const float* band, int64_t nr, int64_t nc, int64_t row0, int64_t col0,
+                              const int64_t* class_start, const int64_t* class_end, const int64_t* ids,
+                              bool use_ids, const int64_t* orig, Positives P, int num_threads) {
+#pragma omp parallel num_threads(num_threads)
+    {
+        std::vector<Pos> pos;
+#pragma omp for schedule(dynamic, 16)
+        for (int64_t i = 0; i < nr; ++i) {
+            const int64_t t = row0 + i;
+            pos.clear();
+            for (int64_t u = class_start[t]; u < class_end[t]; ++u) {
+                if (!(use_ids && ids[u] == ids[t])) pos.push_back({band[i * nc + (u - col0)], orig[u]});
+            }
+            std::sort(pos.begin(), pos.end(),
+                      [](const Pos& a, const Pos& b) { return before(a.score, a.index, b.score, b.index); });
+            for (size_t r = 0; r < pos.size(); ++r) {
+                P.score[P.offsets[t] + r] = pos[r].score;
+                P.index[P.offsets[t] + r] = pos[r].index;
+            }
+        }
+    }
+}
+
+// Item (s, orig index g) of another class, seen by query t: count it before the positives it precedes.
+inline void count_item(int64_t t, float s, int64_t g, const float* lowest, const Positives& P, int64_t* diff) {
+    if (s < lowest[t]) return;
+    const int64_t o = P.offsets[t], R = P.offsets[t + 1] - o;
+    const int64_t m = first_after(s, g, P.score + o, P.index + o, R);
+    if (m < R) ++diff[o + m];
+}
+
+// Count the pairs of tile [nr, nc] (rows row0.., columns col0..) whose items are of different classes:
+// rows as queries against the columns, and, unless the tile is on the diagonal, columns as queries
+// against the rows. `lowest[t]` is the weakest positive score of t (+inf without positives).
+inline void count_tile(const float* tile, int64_t nr, int64_t nc, int64_t row0, int64_t col0, bool diagonal,
+                       const int64_t* labels, const int64_t* orig, const float* lowest, Positives P,
+                       int64_t* diff, int num_threads) {
+#pragma omp parallel num_threads(num_threads)
+    {
+#pragma omp for schedule(dynamic, 16)
+        for (int64_t i = 0; i < nr; ++i) {
+            const int64_t t = row0 + i;
+            const float* row = tile + i * nc;
+            const float low = lowest[t];
+            for (int64_t j = 0; j < nc; ++j) {
+                if (row[j] >= low && labels[col0 + j] != labels[t]) count_item(t, row[j], orig[col0 + j], lowest, P, diff);
+            }
+        }
+        if (!diagonal) {
+            // columns as queries: each thread owns a range of columns, so no two threads share a counter
+            const int64_t chunk = 64;
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t j0 = 0; j0 < nc; j0 += chunk) {
+                const int64_t j1 = std::min(nc, j0 + chunk);
+                for (int64_t i = 0; i < nr; ++i) {
+                    const float* row = tile + i * nc;
+                    const int64_t g = row0 + i;
+                    for (int64_t j = j0; j < j1; ++j) {
+                        const int64_t u = col0 + j;
+                        if (row[j] >= lowest[u] && labels[g] != labels[u]) count_item(u, row[j], orig[g], lowest, P, diff);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Per-position statistics once every tile has been counted.
+inline void finish_symmetric(int64_t n, const Positives& P, const int64_t* diff, RankStatsOut out, int num_threads) {
+#pragma omp parallel for num_threads(num_threads) schedule(static)
+    for (int64_t t = 0; t < n; ++t) {
+        const int64_t o = P.offsets[t], R = P.offsets[t + 1] - o;
+        out.n_pos[t] = R;
+        finish_stats(R, diff + o, false, out.first_rank + t, out.last_rank + t, out.ap + t, out.ap_at_r + t,
+                     out.r_precision + t);
     }
 }
 

@@ -4,16 +4,17 @@
 
 # %% auto #0
 __all__ = ['PER_QUERY_METRICS', 'as_features', 'l2_normalize', 'as_column', 'encode_pair', 'prepare', 'auto_block_size',
-           'similarity_blocks', 'check_block_size', 'group_by_label', 'stats_of_prepared', 'ranking_stats',
-           'check_topk', 'retrieval_metrics', 'knn', 'reference_ranking_stats']
+           'similarity_blocks', 'check_block_size', 'group_by_label', 'blocked_stats', 'class_layout',
+           'symmetric_stats', 'stats_of_prepared', 'ranking_stats', 'check_topk', 'retrieval_metrics', 'knn',
+           'reference_ranking_stats']
 
-# %% ../nbs/01_metrics.ipynb #9ffe3f5c
+# %% ../nbs/01_metrics.ipynb #a9aed33e
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .core import compiled, resolve_num_threads
 
-# %% ../nbs/01_metrics.ipynb #1c37f57b
+# %% ../nbs/01_metrics.ipynb #14d0421b
 def as_features(x, name: str) -> np.ndarray:
     "`x` as a C-contiguous float32 [n, dim] array with finite values; errors name the argument."
     x = np.asarray(x)
@@ -26,12 +27,12 @@ def as_features(x, name: str) -> np.ndarray:
                                   f"{len(bad)} row(s), first rows: {bad[:10].tolist()}")
     return x
 
-# %% ../nbs/01_metrics.ipynb #7ff1308d
+# %% ../nbs/01_metrics.ipynb #29aa309d
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     "Rows of `x` divided by their L2 norm; an all-zero row stays zero."
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)).astype(np.float32, copy=False)
 
-# %% ../nbs/01_metrics.ipynb #f5ede406
+# %% ../nbs/01_metrics.ipynb #288bb0ff
 def as_column(values, n: int, name: str) -> np.ndarray:
     "Labels or ids as a 1-D array of length `n`; a `[n, 1]` column is flattened."
     v = np.asarray(values)
@@ -40,7 +41,7 @@ def as_column(values, n: int, name: str) -> np.ndarray:
     if v.dtype.kind == "f" and np.isnan(v).any(): raise ValueError(f"{name} contains NaN")
     return v
 
-# %% ../nbs/01_metrics.ipynb #60d3a1f4
+# %% ../nbs/01_metrics.ipynb #b3109a2c
 def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     "Query and gallery values as int64 codes that are equal exactly where the values are equal."
     if q.dtype.kind in "iu" and g.dtype.kind in "iu" and np.can_cast(q.dtype, np.int64) and np.can_cast(g.dtype, np.int64):
@@ -51,7 +52,7 @@ def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     except TypeError as e: raise TypeError(f"{names[0]}/{names[1]} values cannot be sorted for comparison: {e}") from e
     return codes[:len(q)].astype(np.int64), codes[len(q):].astype(np.int64)
 
-# %% ../nbs/01_metrics.ipynb #395c2399
+# %% ../nbs/01_metrics.ipynb #d8b3ee30
 def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=None, gallery_ids=None,
             normalize: bool = True) -> tuple:
     "Validated (query, gallery, query_labels, gallery_labels, query_ids, gallery_ids); absent labels or ids are None."
@@ -72,7 +73,7 @@ def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=No
                              ("query_ids", "gallery_ids"))
     return q, g, ql, gl, qi, gi
 
-# %% ../nbs/01_metrics.ipynb #60dd691f
+# %% ../nbs/01_metrics.ipynb #98633d34
 def auto_block_size(n_query: int, n_gallery: int, budget_bytes: int = 256 * 2**20) -> int:
     "Queries per block so that one float32 block of similarities fits in `budget_bytes`."
     return int(max(1, min(n_query, budget_bytes // (4 * n_gallery))))
@@ -86,7 +87,7 @@ def similarity_blocks(query: np.ndarray, gallery: np.ndarray, block_size: int, n
             np.matmul(query[start:stop], gallery.T, out=buf[:stop - start])
             yield start, stop, buf[:stop - start]
 
-# %% ../nbs/01_metrics.ipynb #b385293d
+# %% ../nbs/01_metrics.ipynb #b31cb47f
 def check_block_size(block_size, n_query: int, n_gallery: int) -> int:
     "A user's `block_size` (None for `auto_block_size`), checked."
     if block_size is None: return auto_block_size(n_query, n_gallery)
@@ -94,25 +95,73 @@ def check_block_size(block_size, n_query: int, n_gallery: int) -> int:
         raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
     return int(block_size)
 
-# %% ../nbs/01_metrics.ipynb #35bc75b8
+# %% ../nbs/01_metrics.ipynb #6a0b43c7
 def group_by_label(labels: np.ndarray) -> tuple:
     "(sorted unique labels, offsets, indices): items with label `u[c]` are `indices[offsets[c]:offsets[c+1]]`, ascending."
     order = np.argsort(labels, kind="stable").astype(np.int64)
     uniq, counts = np.unique(labels[order], return_counts=True)
     return uniq.astype(np.int64), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), order
 
-# %% ../nbs/01_metrics.ipynb #42eac782
-def stats_of_prepared(q, g, ql, gl, qi, gi, block_size=None, num_threads=None) -> dict:
-    "`ranking_stats` of inputs already checked by `prepare`."
-    if ql is None: raise ValueError("query_labels and gallery_labels are required")
-    nt, ext = resolve_num_threads(num_threads), compiled("_retrieval")
-    no_ids, by_label = np.empty(0, np.int64), group_by_label(gl)
+# %% ../nbs/01_metrics.ipynb #6ff55b9d
+def blocked_stats(q, g, ql, gl, qi, gi, block_size: int, num_threads: int) -> dict:
+    "Ranking statistics by blocks of queries against the whole gallery."
+    ext, no_ids, by_label = compiled("_retrieval"), np.empty(0, np.int64), group_by_label(gl)
     out = {k: np.zeros(len(q), np.int64) for k in ("n_pos", "first_rank", "last_rank")}
     out |= {k: np.zeros(len(q), np.float64) for k in ("ap", "ap_at_r", "r_precision")}
-    for start, stop, sims in similarity_blocks(q, g, check_block_size(block_size, len(q), len(g)), nt):
+    for start, stop, sims in similarity_blocks(q, g, block_size, num_threads):
         ext.rank_stats_block(sims, ql[start:stop], no_ids if qi is None else qi[start:stop], *by_label,
-                             no_ids if gi is None else gi, *(v[start:stop] for v in out.values()), nt)
+                             no_ids if gi is None else gi, *(v[start:stop] for v in out.values()), num_threads)
     return out
+
+# %% ../nbs/01_metrics.ipynb #eb0b8f19
+def class_layout(labels: np.ndarray, ids=None) -> tuple:
+    "(order, class_start, class_end, n_pos) of items sorted by label; n_pos leaves out same-id items."
+    order = np.argsort(labels, kind="stable").astype(np.int64)
+    ls = labels[order]
+    _, first, counts = np.unique(ls, return_index=True, return_counts=True)
+    cls = np.repeat(np.arange(len(counts)), counts)
+    start, end = first[cls].astype(np.int64), (first + counts)[cls].astype(np.int64)
+    if ids is None: return order, start, end, end - start
+    _, inv, same = np.unique(np.stack([ls, ids[order]]), axis=1, return_inverse=True, return_counts=True)
+    return order, start, end, (end - start - same[inv.ravel()]).astype(np.int64)
+
+# %% ../nbs/01_metrics.ipynb #3767a69f
+def symmetric_stats(x, labels, ids=None, tile_size: int = 2048, num_threads: int = 1, max_pairs: int = 2**25):
+    "`ranking_stats` of `x` against itself from half the similarity matrix; None when positives exceed `max_pairs`."
+    ext, tile_size = compiled("_retrieval"), min(tile_size, len(x))
+    order, start, end, n_pos = class_layout(labels, ids)
+    offsets = np.concatenate([[0], np.cumsum(n_pos)]).astype(np.int64)
+    if offsets[-1] > max_pairs: return None
+    xs, ls, ids_s = x[order], labels[order], np.empty(0, np.int64) if ids is None else ids[order]
+    score, index, diff = np.empty(offsets[-1], np.float32), np.empty(offsets[-1], np.int64), np.zeros(offsets[-1], np.int64)
+    cuts = list(range(0, len(x), tile_size)) + [len(x)]
+    with threadpool_limits(limits=num_threads, user_api="blas"):
+        for r0, r1 in zip(cuts[:-1], cuts[1:]):  # phase 1: positives from the band around the diagonal
+            c0, c1 = start[r0], end[r1 - 1]
+            ext.collect_positives_block(xs[r0:r1] @ xs[c0:c1].T, r0, c0, start, end, ids_s, order, offsets, score, index, num_threads)
+        lowest = np.where(n_pos > 0, score[np.maximum(offsets[1:] - 1, 0)] if len(score) else 0, np.inf).astype(np.float32)
+        buf = np.empty(tile_size * tile_size, np.float32)  # flat, so that every tile view is C-contiguous
+        for i, (r0, r1) in enumerate(zip(cuts[:-1], cuts[1:])):  # phase 2: tiles I <= J
+            for c0, c1 in zip(cuts[i:-1], cuts[i + 1:]):
+                tile = buf[:(r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
+                np.matmul(xs[r0:r1], xs[c0:c1].T, out=tile)
+                ext.count_tile_block(tile, r0, c0, r0 == c0, ls, order, lowest, offsets, score, index, diff, num_threads)
+    sorted_out = {k: np.zeros(len(x), np.int64) for k in ("n_pos", "first_rank", "last_rank")}
+    sorted_out |= {k: np.zeros(len(x), np.float64) for k in ("ap", "ap_at_r", "r_precision")}
+    ext.finish_symmetric_stats(offsets, score, index, diff, *sorted_out.values(), num_threads)
+    out = {k: np.empty_like(v) for k, v in sorted_out.items()}
+    for k, v in sorted_out.items(): out[k][order] = v
+    return out
+
+# %% ../nbs/01_metrics.ipynb #fb8dbe86
+def stats_of_prepared(q, g, ql, gl, qi, gi, block_size=None, num_threads=None) -> dict:
+    "`ranking_stats` of inputs already checked by `prepare`: the symmetric path when query == gallery."
+    if ql is None: raise ValueError("query_labels and gallery_labels are required")
+    nt = resolve_num_threads(num_threads)
+    if q is g and np.array_equal(ql, gl) and (qi is None or np.array_equal(qi, gi)):
+        out = symmetric_stats(q, ql, qi, 2048 if block_size is None else check_block_size(block_size, 1, 1), nt)
+        if out is not None: return out
+    return blocked_stats(q, g, ql, gl, qi, gi, check_block_size(block_size, len(q), len(g)), nt)
 
 def ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                   normalize: bool = True, block_size: int = None, num_threads: int = None) -> dict:
@@ -120,7 +169,7 @@ def ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, 
     prepared = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
     return stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads)
 
-# %% ../nbs/01_metrics.ipynb #9cded2fb
+# %% ../nbs/01_metrics.ipynb #3a0956ee
 PER_QUERY_METRICS = {  # metric name -> its per-query value, from the arrays of `ranking_stats`
     "mAP": lambda s: s["ap"],
     "mAP@R": lambda s: s["ap_at_r"],
@@ -135,7 +184,7 @@ def check_topk(topk, n_gallery: int) -> tuple:
         raise ValueError(f"topk must be integers from 1 to the gallery size ({n_gallery}), got {topk!r}")
     return tuple(int(k) for k in ks)
 
-# %% ../nbs/01_metrics.ipynb #b6a96dc1
+# %% ../nbs/01_metrics.ipynb #4a53e1a1
 def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                       topk=(1, 5), metrics=("recall", "mAP"), normalize: bool = True,
                       block_size: int = None, num_threads: int = None) -> dict:
@@ -155,7 +204,7 @@ def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=No
         else: out[m] = float(np.mean(PER_QUERY_METRICS[m](s)[valid]))
     return out | {"num_queries": len(valid), "num_skipped_queries": int((~valid).sum())}
 
-# %% ../nbs/01_metrics.ipynb #44d29b03
+# %% ../nbs/01_metrics.ipynb #bdcca483
 def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: bool = True,
         block_size: int = None, num_threads: int = None) -> tuple:
     "Exact top-`k` gallery items of every query: (scores [Q, k] float32, indices [Q, k] int64), best first."
@@ -170,14 +219,14 @@ def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: boo
                        scores[start:stop], index[start:stop], nt)
     return scores, index
 
-# %% ../nbs/01_metrics.ipynb #04bb429b
+# %% ../nbs/01_metrics.ipynb #5b01e41e
 def reference_ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                             normalize: bool = True) -> dict:
     "Plain NumPy oracle for `ranking_stats`: full similarity matrix and a stable sort of each row."
     q, g, ql, gl, qi, gi = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
     sims, out = q @ g.T, {k: [] for k in ("n_pos", "first_rank", "last_rank", "ap", "ap_at_r", "r_precision")}
     for i in range(len(q)):
-        keep = np.ones(len(g), bool) if qi is None else gi != qi[i]
+        keep = np.ones(len(g), bool) if qi is None else (gi != qi[i]) | (gl != ql[i])
         rel = (gl[keep] == ql[i])[np.argsort(-sims[i, keep], kind="stable")]
         ranks = np.flatnonzero(rel) + 1
         R, prec = len(ranks), np.arange(1, len(ranks) + 1) / ranks

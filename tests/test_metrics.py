@@ -33,6 +33,9 @@ def retrieval_case(draw, tied: bool):
     case = dict(query=q, gallery=g, query_labels=ql, gallery_labels=gl, normalize=not tied)
     if draw(st.booleans()):
         case |= dict(query_ids=rng.integers(0, 15, nq), gallery_ids=rng.integers(0, 15, ng))
+    if draw(st.booleans()):  # query set == gallery set: the symmetric path
+        case |= dict(query=g, query_labels=gl)
+        if "query_ids" in case: case["query_ids"] = case["gallery_ids"]
     return case, draw(st.integers(1, 10)), draw(st.sampled_from([1, 2]))
 
 
