@@ -29,7 +29,7 @@ cdef extern from "retrieval_kernels.hpp" namespace "fe":
     void collect_positives(const float* band, int64_t nr, int64_t nc, int64_t row0, int64_t col0,
                            const int64_t* class_start, const int64_t* class_end, const int64_t* ids,
                            cbool use_ids, const int64_t* orig, Positives P, int num_threads) nogil
-    void count_tile(const float* tile, int64_t nr, int64_t nc, int64_t row0, int64_t col0, cbool diagonal,
+    void count_tile(const float* tile, int64_t nr, int64_t nc, int64_t ld, int64_t row0, int64_t col0, cbool diagonal,
                     const int64_t* labels, const int64_t* orig, const float* lowest, Positives P,
                     int64_t* diff, int num_threads) nogil
     void finish_symmetric(int64_t n, const Positives& P, const int64_t* diff, RankStatsOut out,
@@ -102,15 +102,19 @@ def collect_positives_block(const float[:, ::1] band, int64_t row0, int64_t col0
                           ids_ptr, use_ids, &orig[0], P, num_threads)
 
 
-def count_tile_block(const float[:, ::1] tile, int64_t row0, int64_t col0, cbool diagonal,
+def count_tile_block(const float[:, :] tile, int64_t row0, int64_t col0, cbool diagonal,
                      const int64_t[::1] labels, const int64_t[::1] orig, const float[::1] lowest,
                      const int64_t[::1] offsets, float[::1] score, int64_t[::1] index, int64_t[::1] diff,
                      int num_threads):
-    """Symmetric case, phase 2: count the different-class pairs of one tile, in both directions off the diagonal."""
+    """Symmetric case: count the different-class pairs of one tile, in both directions off the diagonal.
+    The tile may be a column slice of a larger C-contiguous array (unit column stride)."""
+    if tile.strides[1] != sizeof(float):
+        raise ValueError("tile columns must be contiguous")
     cdef Positives P = _positives(offsets, score, index)
     cdef int64_t* diff_ptr = &diff[0] if diff.shape[0] > 0 else NULL
     with nogil:
-        count_tile(&tile[0, 0], tile.shape[0], tile.shape[1], row0, col0, diagonal, &labels[0], &orig[0],
+        count_tile(&tile[0, 0], tile.shape[0], tile.shape[1], tile.strides[0] // sizeof(float), row0, col0, diagonal,
+                   &labels[0], &orig[0],
                    &lowest[0], P, diff_ptr, num_threads)
 
 

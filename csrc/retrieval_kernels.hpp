@@ -202,10 +202,10 @@ inline void count_item(int64_t t, float s, int64_t g, const float* lowest, const
     if (m < R) ++diff[o + m];
 }
 
-// Count the pairs of tile [nr, nc] (rows row0.., columns col0..) whose items are of different classes:
+// Count the pairs of tile [nr, nc] with row stride ld (rows row0.., columns col0..) whose items are of different classes:
 // rows as queries against the columns, and, unless the tile is on the diagonal, columns as queries
 // against the rows. `lowest[t]` is the weakest positive score of t (+inf without positives).
-inline void count_tile(const float* tile, int64_t nr, int64_t nc, int64_t row0, int64_t col0, bool diagonal,
+inline void count_tile(const float* tile, int64_t nr, int64_t nc, int64_t ld, int64_t row0, int64_t col0, bool diagonal,
                        const int64_t* labels, const int64_t* orig, const float* lowest, Positives P,
                        int64_t* diff, int num_threads) {
 #pragma omp parallel num_threads(num_threads)
@@ -213,7 +213,7 @@ inline void count_tile(const float* tile, int64_t nr, int64_t nc, int64_t row0, 
 #pragma omp for schedule(dynamic, 16)
         for (int64_t i = 0; i < nr; ++i) {
             const int64_t t = row0 + i;
-            const float* row = tile + i * nc;
+            const float* row = tile + i * ld;
             const float low = lowest[t];
             for (int64_t j = 0; j < nc; ++j) {
                 if (row[j] >= low && labels[col0 + j] != labels[t]) count_item(t, row[j], orig[col0 + j], lowest, P, diff);
@@ -226,7 +226,7 @@ inline void count_tile(const float* tile, int64_t nr, int64_t nc, int64_t row0, 
             for (int64_t j0 = 0; j0 < nc; j0 += chunk) {
                 const int64_t j1 = std::min(nc, j0 + chunk);
                 for (int64_t i = 0; i < nr; ++i) {
-                    const float* row = tile + i * nc;
+                    const float* row = tile + i * ld;
                     const int64_t g = row0 + i;
                     for (int64_t j = j0; j < j1; ++j) {
                         const int64_t u = col0 + j;

@@ -8,13 +8,13 @@ __all__ = ['PER_QUERY_METRICS', 'as_features', 'l2_normalize', 'as_column', 'enc
            'symmetric_stats', 'stats_of_prepared', 'ranking_stats', 'check_topk', 'retrieval_metrics', 'knn',
            'reference_ranking_stats']
 
-# %% ../nbs/01_metrics.ipynb #a9aed33e
+# %% ../nbs/01_metrics.ipynb #f3722a68
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .core import compiled, resolve_num_threads
 
-# %% ../nbs/01_metrics.ipynb #14d0421b
+# %% ../nbs/01_metrics.ipynb #ba76aa93
 def as_features(x, name: str) -> np.ndarray:
     "`x` as a C-contiguous float32 [n, dim] array with finite values; errors name the argument."
     x = np.asarray(x)
@@ -27,12 +27,12 @@ def as_features(x, name: str) -> np.ndarray:
                                   f"{len(bad)} row(s), first rows: {bad[:10].tolist()}")
     return x
 
-# %% ../nbs/01_metrics.ipynb #29aa309d
+# %% ../nbs/01_metrics.ipynb #b7f31caf
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     "Rows of `x` divided by their L2 norm; an all-zero row stays zero."
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)).astype(np.float32, copy=False)
 
-# %% ../nbs/01_metrics.ipynb #288bb0ff
+# %% ../nbs/01_metrics.ipynb #9491b62a
 def as_column(values, n: int, name: str) -> np.ndarray:
     "Labels or ids as a 1-D array of length `n`; a `[n, 1]` column is flattened."
     v = np.asarray(values)
@@ -41,7 +41,7 @@ def as_column(values, n: int, name: str) -> np.ndarray:
     if v.dtype.kind == "f" and np.isnan(v).any(): raise ValueError(f"{name} contains NaN")
     return v
 
-# %% ../nbs/01_metrics.ipynb #b3109a2c
+# %% ../nbs/01_metrics.ipynb #3c593ce5
 def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     "Query and gallery values as int64 codes that are equal exactly where the values are equal."
     if q.dtype.kind in "iu" and g.dtype.kind in "iu" and np.can_cast(q.dtype, np.int64) and np.can_cast(g.dtype, np.int64):
@@ -52,7 +52,7 @@ def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     except TypeError as e: raise TypeError(f"{names[0]}/{names[1]} values cannot be sorted for comparison: {e}") from e
     return codes[:len(q)].astype(np.int64), codes[len(q):].astype(np.int64)
 
-# %% ../nbs/01_metrics.ipynb #d8b3ee30
+# %% ../nbs/01_metrics.ipynb #bc723893
 def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=None, gallery_ids=None,
             normalize: bool = True) -> tuple:
     "Validated (query, gallery, query_labels, gallery_labels, query_ids, gallery_ids); absent labels or ids are None."
@@ -73,7 +73,7 @@ def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=No
                              ("query_ids", "gallery_ids"))
     return q, g, ql, gl, qi, gi
 
-# %% ../nbs/01_metrics.ipynb #98633d34
+# %% ../nbs/01_metrics.ipynb #d4cbbc57
 def auto_block_size(n_query: int, n_gallery: int, budget_bytes: int = 256 * 2**20) -> int:
     "Queries per block so that one float32 block of similarities fits in `budget_bytes`."
     return int(max(1, min(n_query, budget_bytes // (4 * n_gallery))))
@@ -87,7 +87,7 @@ def similarity_blocks(query: np.ndarray, gallery: np.ndarray, block_size: int, n
             np.matmul(query[start:stop], gallery.T, out=buf[:stop - start])
             yield start, stop, buf[:stop - start]
 
-# %% ../nbs/01_metrics.ipynb #b31cb47f
+# %% ../nbs/01_metrics.ipynb #80854c82
 def check_block_size(block_size, n_query: int, n_gallery: int) -> int:
     "A user's `block_size` (None for `auto_block_size`), checked."
     if block_size is None: return auto_block_size(n_query, n_gallery)
@@ -95,14 +95,14 @@ def check_block_size(block_size, n_query: int, n_gallery: int) -> int:
         raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
     return int(block_size)
 
-# %% ../nbs/01_metrics.ipynb #6a0b43c7
+# %% ../nbs/01_metrics.ipynb #b3e280aa
 def group_by_label(labels: np.ndarray) -> tuple:
     "(sorted unique labels, offsets, indices): items with label `u[c]` are `indices[offsets[c]:offsets[c+1]]`, ascending."
     order = np.argsort(labels, kind="stable").astype(np.int64)
     uniq, counts = np.unique(labels[order], return_counts=True)
     return uniq.astype(np.int64), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), order
 
-# %% ../nbs/01_metrics.ipynb #6ff55b9d
+# %% ../nbs/01_metrics.ipynb #36b6ae6c
 def blocked_stats(q, g, ql, gl, qi, gi, block_size: int, num_threads: int) -> dict:
     "Ranking statistics by blocks of queries against the whole gallery."
     ext, no_ids, by_label = compiled("_retrieval"), np.empty(0, np.int64), group_by_label(gl)
@@ -113,7 +113,7 @@ def blocked_stats(q, g, ql, gl, qi, gi, block_size: int, num_threads: int) -> di
                              no_ids if gi is None else gi, *(v[start:stop] for v in out.values()), num_threads)
     return out
 
-# %% ../nbs/01_metrics.ipynb #eb0b8f19
+# %% ../nbs/01_metrics.ipynb #47f1494f
 def class_layout(labels: np.ndarray, ids=None) -> tuple:
     "(order, class_start, class_end, n_pos) of items sorted by label; n_pos leaves out same-id items."
     order = np.argsort(labels, kind="stable").astype(np.int64)
@@ -125,7 +125,7 @@ def class_layout(labels: np.ndarray, ids=None) -> tuple:
     _, inv, same = np.unique(np.stack([ls, ids[order]]), axis=1, return_inverse=True, return_counts=True)
     return order, start, end, (end - start - same[inv.ravel()]).astype(np.int64)
 
-# %% ../nbs/01_metrics.ipynb #3767a69f
+# %% ../nbs/01_metrics.ipynb #c21f903c
 def symmetric_stats(x, labels, ids=None, tile_size: int = 2048, num_threads: int = 1, max_pairs: int = 2**25):
     "`ranking_stats` of `x` against itself from half the similarity matrix; None when positives exceed `max_pairs`."
     ext, tile_size = compiled("_retrieval"), min(tile_size, len(x))
@@ -135,17 +135,21 @@ def symmetric_stats(x, labels, ids=None, tile_size: int = 2048, num_threads: int
     xs, ls, ids_s = x[order], labels[order], np.empty(0, np.int64) if ids is None else ids[order]
     score, index, diff = np.empty(offsets[-1], np.float32), np.empty(offsets[-1], np.int64), np.zeros(offsets[-1], np.int64)
     cuts = list(range(0, len(x), tile_size)) + [len(x)]
+    lowest = np.full(len(x), np.inf, np.float32)  # weakest positive score of each query
     with threadpool_limits(limits=num_threads, user_api="blas"):
-        for r0, r1 in zip(cuts[:-1], cuts[1:]):  # phase 1: positives from the band around the diagonal
+        for r0, r1 in zip(cuts[:-1], cuts[1:]):  # the band of each block: its positives, then its diagonal tile
             c0, c1 = start[r0], end[r1 - 1]
-            ext.collect_positives_block(xs[r0:r1] @ xs[c0:c1].T, r0, c0, start, end, ids_s, order, offsets, score, index, num_threads)
-        lowest = np.where(n_pos > 0, score[np.maximum(offsets[1:] - 1, 0)] if len(score) else 0, np.inf).astype(np.float32)
+            band = xs[r0:r1] @ xs[c0:c1].T
+            ext.collect_positives_block(band, r0, c0, start, end, ids_s, order, offsets, score, index, num_threads)
+            has = n_pos[r0:r1] > 0
+            lowest[r0:r1][has] = score[offsets[r0 + 1:r1 + 1][has] - 1]
+            ext.count_tile_block(band[:, r0 - c0:r1 - c0], r0, r0, True, ls, order, lowest, offsets, score, index, diff, num_threads)
         buf = np.empty(tile_size * tile_size, np.float32)  # flat, so that every tile view is C-contiguous
-        for i, (r0, r1) in enumerate(zip(cuts[:-1], cuts[1:])):  # phase 2: tiles I <= J
-            for c0, c1 in zip(cuts[i:-1], cuts[i + 1:]):
+        for i, (r0, r1) in enumerate(zip(cuts[:-1], cuts[1:])):  # the tiles above the diagonal, read both ways
+            for c0, c1 in zip(cuts[i + 1:-1], cuts[i + 2:]):
                 tile = buf[:(r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
                 np.matmul(xs[r0:r1], xs[c0:c1].T, out=tile)
-                ext.count_tile_block(tile, r0, c0, r0 == c0, ls, order, lowest, offsets, score, index, diff, num_threads)
+                ext.count_tile_block(tile, r0, c0, False, ls, order, lowest, offsets, score, index, diff, num_threads)
     sorted_out = {k: np.zeros(len(x), np.int64) for k in ("n_pos", "first_rank", "last_rank")}
     sorted_out |= {k: np.zeros(len(x), np.float64) for k in ("ap", "ap_at_r", "r_precision")}
     ext.finish_symmetric_stats(offsets, score, index, diff, *sorted_out.values(), num_threads)
@@ -153,7 +157,7 @@ def symmetric_stats(x, labels, ids=None, tile_size: int = 2048, num_threads: int
     for k, v in sorted_out.items(): out[k][order] = v
     return out
 
-# %% ../nbs/01_metrics.ipynb #fb8dbe86
+# %% ../nbs/01_metrics.ipynb #828731e9
 def stats_of_prepared(q, g, ql, gl, qi, gi, block_size=None, num_threads=None) -> dict:
     "`ranking_stats` of inputs already checked by `prepare`: the symmetric path when query == gallery."
     if ql is None: raise ValueError("query_labels and gallery_labels are required")
@@ -169,7 +173,7 @@ def ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, 
     prepared = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
     return stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads)
 
-# %% ../nbs/01_metrics.ipynb #3a0956ee
+# %% ../nbs/01_metrics.ipynb #396ddd63
 PER_QUERY_METRICS = {  # metric name -> its per-query value, from the arrays of `ranking_stats`
     "mAP": lambda s: s["ap"],
     "mAP@R": lambda s: s["ap_at_r"],
@@ -184,7 +188,7 @@ def check_topk(topk, n_gallery: int) -> tuple:
         raise ValueError(f"topk must be integers from 1 to the gallery size ({n_gallery}), got {topk!r}")
     return tuple(int(k) for k in ks)
 
-# %% ../nbs/01_metrics.ipynb #4a53e1a1
+# %% ../nbs/01_metrics.ipynb #3e979480
 def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                       topk=(1, 5), metrics=("recall", "mAP"), normalize: bool = True,
                       block_size: int = None, num_threads: int = None) -> dict:
@@ -204,7 +208,7 @@ def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=No
         else: out[m] = float(np.mean(PER_QUERY_METRICS[m](s)[valid]))
     return out | {"num_queries": len(valid), "num_skipped_queries": int((~valid).sum())}
 
-# %% ../nbs/01_metrics.ipynb #bdcca483
+# %% ../nbs/01_metrics.ipynb #74c4cb34
 def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: bool = True,
         block_size: int = None, num_threads: int = None) -> tuple:
     "Exact top-`k` gallery items of every query: (scores [Q, k] float32, indices [Q, k] int64), best first."
@@ -219,7 +223,7 @@ def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: boo
                        scores[start:stop], index[start:stop], nt)
     return scores, index
 
-# %% ../nbs/01_metrics.ipynb #5b01e41e
+# %% ../nbs/01_metrics.ipynb #45e05810
 def reference_ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                             normalize: bool = True) -> dict:
     "Plain NumPy oracle for `ranking_stats`: full similarity matrix and a stable sort of each row."
