@@ -39,6 +39,18 @@ cdef extern from "retrieval_kernels.hpp" namespace "fe":
                    float* out_scores, int64_t* out_index, int num_threads) nogil
 
 
+cdef RankStatsOut _stats_out(int64_t[::1] n_pos, int64_t[::1] first_rank, int64_t[::1] last_rank,
+                             double[::1] ap, double[::1] ap_at_r, double[::1] r_precision):
+    cdef RankStatsOut out
+    out.n_pos = &n_pos[0]
+    out.first_rank = &first_rank[0]
+    out.last_rank = &last_rank[0]
+    out.ap = &ap[0]
+    out.ap_at_r = &ap_at_r[0]
+    out.r_precision = &r_precision[0]
+    return out
+
+
 def rank_stats_block(const float[:, ::1] scores,
                      const int64_t[::1] q_labels, const int64_t[::1] q_ids,
                      const int64_t[::1] labels, const int64_t[::1] offsets, const int64_t[::1] sorted_index,
@@ -57,12 +69,7 @@ def rank_stats_block(const float[:, ::1] scores,
     cdef cbool use_ids = g_ids.shape[0] > 0
     cdef const int64_t* qid_ptr = &q_ids[0] if use_ids else NULL
     cdef const int64_t* gid_ptr = &g_ids[0] if use_ids else NULL
-    out.n_pos = &n_pos[0]
-    out.first_rank = &first_rank[0]
-    out.last_rank = &last_rank[0]
-    out.ap = &ap[0]
-    out.ap_at_r = &ap_at_r[0]
-    out.r_precision = &r_precision[0]
+    out = _stats_out(n_pos, first_rank, last_rank, ap, ap_at_r, r_precision)
     with nogil:
         rank_stats(&scores[0, 0], scores.shape[0], scores.shape[1], scores.shape[1],
                    &q_labels[0], qid_ptr, by_label, gid_ptr, use_ids, out, num_threads)
@@ -126,11 +133,6 @@ def finish_symmetric_stats(const int64_t[::1] offsets, float[::1] score, int64_t
     cdef Positives P = _positives(offsets, score, index)
     cdef RankStatsOut out
     cdef const int64_t* diff_ptr = &diff[0] if diff.shape[0] > 0 else NULL
-    out.n_pos = &n_pos[0]
-    out.first_rank = &first_rank[0]
-    out.last_rank = &last_rank[0]
-    out.ap = &ap[0]
-    out.ap_at_r = &ap_at_r[0]
-    out.r_precision = &r_precision[0]
+    out = _stats_out(n_pos, first_rank, last_rank, ap, ap_at_r, r_precision)
     with nogil:
         finish_symmetric(n_pos.shape[0], P, diff_ptr, out, num_threads)
