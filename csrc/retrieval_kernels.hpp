@@ -40,6 +40,8 @@ inline bool before(float sa, int64_t ia, float sb, int64_t ib) {
     return sa > sb || (sa == sb && ia < ib);
 }
 
+inline bool ranks_before(const Pos& a, const Pos& b) { return before(a.score, a.index, b.score, b.index); }
+
 // Number of sorted positives that item (s, idx) is NOT ordered before, i.e. the first positive it
 // precedes. Few positives (the usual case) are counted without branches; many are bisected.
 inline int64_t first_after(float s, int64_t idx, const float* pos_score, const int64_t* pos_index, int64_t R) {
@@ -117,8 +119,7 @@ inline void rank_row(const float* s, int64_t n_gallery, int64_t q_label, int64_t
         finish_stats(0, nullptr, true, first_rank, last_rank, ap, ap_at_r, r_precision);
         return;
     }
-    std::sort(pos.begin(), pos.end(),
-              [](const Pos& a, const Pos& b) { return before(a.score, a.index, b.score, b.index); });
+    std::sort(pos.begin(), pos.end(), ranks_before);
     ps.resize(R);
     pi.resize(R);
     for (int64_t i = 0; i < R; ++i) { ps[i] = pos[i].score; pi[i] = pos[i].index; }
@@ -184,8 +185,7 @@ inline void collect_positives(const float* band, int64_t nr, int64_t nc, int64_t
             for (int64_t u = class_start[t]; u < class_end[t]; ++u) {
                 if (!(use_ids && ids[u] == ids[t])) pos.push_back({band[i * nc + (u - col0)], orig[u]});
             }
-            std::sort(pos.begin(), pos.end(),
-                      [](const Pos& a, const Pos& b) { return before(a.score, a.index, b.score, b.index); });
+            std::sort(pos.begin(), pos.end(), ranks_before);
             for (size_t r = 0; r < pos.size(); ++r) {
                 P.score[P.offsets[t] + r] = pos[r].score;
                 P.index[P.offsets[t] + r] = pos[r].index;
@@ -257,7 +257,6 @@ inline void topk_rows(const float* scores, int64_t n_rows, int64_t n_gallery, in
 #pragma omp parallel num_threads(num_threads)
     {
         std::vector<Pos> heap;  // max-heap by "ordered later", so heap.front() is the worst kept
-        auto later = [](const Pos& a, const Pos& b) { return before(a.score, a.index, b.score, b.index); };
 #pragma omp for schedule(dynamic, 8)
         for (int64_t i = 0; i < n_rows; ++i) {
             const float* s = scores + i * ld;
@@ -267,14 +266,14 @@ inline void topk_rows(const float* scores, int64_t n_rows, int64_t n_gallery, in
                 if (use_ids && g_ids[j] == qid) continue;
                 if (static_cast<int64_t>(heap.size()) < k) {
                     heap.push_back({s[j], j});
-                    std::push_heap(heap.begin(), heap.end(), later);
+                    std::push_heap(heap.begin(), heap.end(), ranks_before);
                 } else if (before(s[j], j, heap.front().score, heap.front().index)) {
-                    std::pop_heap(heap.begin(), heap.end(), later);
+                    std::pop_heap(heap.begin(), heap.end(), ranks_before);
                     heap.back() = {s[j], j};
-                    std::push_heap(heap.begin(), heap.end(), later);
+                    std::push_heap(heap.begin(), heap.end(), ranks_before);
                 }
             }
-            std::sort_heap(heap.begin(), heap.end(), later);
+            std::sort_heap(heap.begin(), heap.end(), ranks_before);
             const int64_t n = static_cast<int64_t>(heap.size());
             for (int64_t c = 0; c < k; ++c) {
                 out_scores[i * k + c] = c < n ? heap[c].score : -std::numeric_limits<float>::infinity();

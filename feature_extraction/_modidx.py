@@ -43,4 +43,6 @@ d = { 'settings': { 'branch': 'main',
                                             'feature_extraction.metrics.stats_of_prepared': ( 'metrics.html#stats_of_prepared',
                                                                                               'feature_extraction/metrics.py'),
                                             'feature_extraction.metrics.symmetric_stats': ( 'metrics.html#symmetric_stats',
-                                                                                            'feature_extraction/metrics.py')}}}
+                                                                                            'feature_extraction/metrics.py'),
+                                            'feature_extraction.metrics.zero_stats': ( 'metrics.html#zero_stats',
+                                                                                       'feature_extraction/metrics.py')}}}

@@ -4,17 +4,17 @@
 
 # %% auto #0
 __all__ = ['PER_QUERY_METRICS', 'as_features', 'l2_normalize', 'as_column', 'encode_pair', 'prepare', 'auto_block_size',
-           'similarity_blocks', 'check_block_size', 'group_by_label', 'blocked_stats', 'class_layout',
+           'similarity_blocks', 'check_block_size', 'group_by_label', 'zero_stats', 'blocked_stats', 'class_layout',
            'symmetric_stats', 'stats_of_prepared', 'ranking_stats', 'check_topk', 'retrieval_metrics', 'knn',
            'reference_ranking_stats']
 
-# %% ../nbs/01_metrics.ipynb #fe46de0e
+# %% ../nbs/01_metrics.ipynb #97eeb28b
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .core import compiled, resolve_num_threads
 
-# %% ../nbs/01_metrics.ipynb #b3a24a00
+# %% ../nbs/01_metrics.ipynb #8eb5a689
 def as_features(x, name: str) -> np.ndarray:
     "`x` as a C-contiguous float32 [n, dim] array with finite values; errors name the argument."
     x = np.asarray(x)
@@ -27,12 +27,12 @@ def as_features(x, name: str) -> np.ndarray:
                                   f"{len(bad)} row(s), first rows: {bad[:10].tolist()}")
     return x
 
-# %% ../nbs/01_metrics.ipynb #dfa4121f
+# %% ../nbs/01_metrics.ipynb #4671f8f8
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     "Rows of `x` divided by their L2 norm; an all-zero row stays zero."
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)).astype(np.float32, copy=False)
 
-# %% ../nbs/01_metrics.ipynb #96cdae65
+# %% ../nbs/01_metrics.ipynb #c673b5e6
 def as_column(values, n: int, name: str) -> np.ndarray:
     "Labels or ids as a 1-D array of length `n`; a `[n, 1]` column is flattened."
     v = np.asarray(values)
@@ -41,7 +41,7 @@ def as_column(values, n: int, name: str) -> np.ndarray:
     if v.dtype.kind == "f" and np.isnan(v).any(): raise ValueError(f"{name} contains NaN")
     return v
 
-# %% ../nbs/01_metrics.ipynb #7170bcac
+# %% ../nbs/01_metrics.ipynb #e8a7817e
 def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     "Query and gallery values as int64 codes that are equal exactly where the values are equal."
     if q.dtype.kind in "iu" and g.dtype.kind in "iu" and np.can_cast(q.dtype, np.int64) and np.can_cast(g.dtype, np.int64):
@@ -52,7 +52,7 @@ def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     except TypeError as e: raise TypeError(f"{names[0]}/{names[1]} values cannot be sorted for comparison: {e}") from e
     return codes[:len(q)].astype(np.int64), codes[len(q):].astype(np.int64)
 
-# %% ../nbs/01_metrics.ipynb #7de8b344
+# %% ../nbs/01_metrics.ipynb #b1e21cd4
 def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=None, gallery_ids=None,
             normalize: bool = True) -> tuple:
     "Validated (query, gallery, query_labels, gallery_labels, query_ids, gallery_ids); absent labels or ids are None."
@@ -73,7 +73,7 @@ def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=No
                              ("query_ids", "gallery_ids"))
     return q, g, ql, gl, qi, gi
 
-# %% ../nbs/01_metrics.ipynb #157105d3
+# %% ../nbs/01_metrics.ipynb #df3e6f42
 def auto_block_size(n_query: int, n_gallery: int, budget_bytes: int = 256 * 2**20) -> int:
     "Queries per block so that one float32 block of similarities fits in `budget_bytes`."
     return int(max(1, min(n_query, budget_bytes // (4 * n_gallery))))
@@ -87,7 +87,7 @@ def similarity_blocks(query: np.ndarray, gallery: np.ndarray, block_size: int, n
             np.matmul(query[start:stop], gallery.T, out=buf[:stop - start])
             yield start, stop, buf[:stop - start]
 
-# %% ../nbs/01_metrics.ipynb #2dae94d0
+# %% ../nbs/01_metrics.ipynb #6a0b62de
 def check_block_size(block_size, n_query: int, n_gallery: int) -> int:
     "A user's `block_size` (None for `auto_block_size`), checked."
     if block_size is None: return auto_block_size(n_query, n_gallery)
@@ -95,37 +95,38 @@ def check_block_size(block_size, n_query: int, n_gallery: int) -> int:
         raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
     return int(block_size)
 
-# %% ../nbs/01_metrics.ipynb #950d8dd5
+# %% ../nbs/01_metrics.ipynb #a3081e8b
 def group_by_label(labels: np.ndarray) -> tuple:
     "(sorted unique labels, offsets, indices): items with label `u[c]` are `indices[offsets[c]:offsets[c+1]]`, ascending."
     order = np.argsort(labels, kind="stable").astype(np.int64)
     uniq, counts = np.unique(labels[order], return_counts=True)
     return uniq.astype(np.int64), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), order
 
-# %% ../nbs/01_metrics.ipynb #803885df
+# %% ../nbs/01_metrics.ipynb #d5ff6905
+def zero_stats(n: int) -> dict:
+    "The per-query arrays of `ranking_stats`, zeroed, in the order the kernels take them."
+    out = {k: np.zeros(n, np.int64) for k in ("n_pos", "first_rank", "last_rank")}
+    return out | {k: np.zeros(n, np.float64) for k in ("ap", "ap_at_r", "r_precision")}
+
 def blocked_stats(q, g, ql, gl, qi, gi, block_size: int, num_threads: int) -> dict:
     "Ranking statistics by blocks of queries against the whole gallery."
-    ext, no_ids, by_label = compiled("_retrieval"), np.empty(0, np.int64), group_by_label(gl)
-    out = {k: np.zeros(len(q), np.int64) for k in ("n_pos", "first_rank", "last_rank")}
-    out |= {k: np.zeros(len(q), np.float64) for k in ("ap", "ap_at_r", "r_precision")}
+    ext, no_ids, by_label, out = compiled("_retrieval"), np.empty(0, np.int64), group_by_label(gl), zero_stats(len(q))
     for start, stop, sims in similarity_blocks(q, g, block_size, num_threads):
         ext.rank_stats_block(sims, ql[start:stop], no_ids if qi is None else qi[start:stop], *by_label,
                              no_ids if gi is None else gi, *(v[start:stop] for v in out.values()), num_threads)
     return out
 
-# %% ../nbs/01_metrics.ipynb #a979c0ca
+# %% ../nbs/01_metrics.ipynb #43d4547a
 def class_layout(labels: np.ndarray, ids=None) -> tuple:
     "(order, class_start, class_end, n_pos) of items sorted by label; n_pos leaves out same-id items."
-    order = np.argsort(labels, kind="stable").astype(np.int64)
-    ls = labels[order]
-    _, first, counts = np.unique(ls, return_index=True, return_counts=True)
-    cls = np.repeat(np.arange(len(counts)), counts)
-    start, end = first[cls].astype(np.int64), (first + counts)[cls].astype(np.int64)
+    _, offsets, order = group_by_label(labels)
+    cls = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    start, end = offsets[:-1][cls], offsets[1:][cls]
     if ids is None: return order, start, end, end - start
-    _, inv, same = np.unique(np.stack([ls, ids[order]]), axis=1, return_inverse=True, return_counts=True)
+    _, inv, same = np.unique(np.stack([labels[order], ids[order]]), axis=1, return_inverse=True, return_counts=True)
     return order, start, end, (end - start - same[inv.ravel()]).astype(np.int64)
 
-# %% ../nbs/01_metrics.ipynb #549b2974
+# %% ../nbs/01_metrics.ipynb #61fc64f1
 def symmetric_stats(x, labels, ids=None, tile_size: int = 2048, num_threads: int = 1, max_pairs: int = 2**25):
     "`ranking_stats` of `x` against itself from half the similarity matrix; None when positives exceed `max_pairs`."
     ext, tile_size = compiled("_retrieval"), min(tile_size, len(x))
@@ -150,14 +151,13 @@ def symmetric_stats(x, labels, ids=None, tile_size: int = 2048, num_threads: int
                 tile = buf[:(r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
                 np.matmul(xs[r0:r1], xs[c0:c1].T, out=tile)
                 ext.count_tile_block(tile, r0, c0, False, ls, order, lowest, offsets, score, index, diff, num_threads)
-    sorted_out = {k: np.zeros(len(x), np.int64) for k in ("n_pos", "first_rank", "last_rank")}
-    sorted_out |= {k: np.zeros(len(x), np.float64) for k in ("ap", "ap_at_r", "r_precision")}
+    sorted_out = zero_stats(len(x))
     ext.finish_symmetric_stats(offsets, score, index, diff, *sorted_out.values(), num_threads)
     out = {k: np.empty_like(v) for k, v in sorted_out.items()}
     for k, v in sorted_out.items(): out[k][order] = v
     return out
 
-# %% ../nbs/01_metrics.ipynb #d240b2fa
+# %% ../nbs/01_metrics.ipynb #e5e1bafa
 def stats_of_prepared(q, g, ql, gl, qi, gi, block_size=None, num_threads=None) -> dict:
     "`ranking_stats` of inputs already checked by `prepare`: the symmetric path when query == gallery."
     if ql is None: raise ValueError("query_labels and gallery_labels are required")
@@ -173,7 +173,7 @@ def ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, 
     prepared = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
     return stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads)
 
-# %% ../nbs/01_metrics.ipynb #47eaede0
+# %% ../nbs/01_metrics.ipynb #d3abe933
 PER_QUERY_METRICS = {  # metric name -> its per-query value, from the arrays of `ranking_stats`
     "mAP": lambda s: s["ap"],
     "mAP@R": lambda s: s["ap_at_r"],
@@ -188,7 +188,7 @@ def check_topk(topk, n_gallery: int) -> tuple:
         raise ValueError(f"topk must be integers from 1 to the gallery size ({n_gallery}), got {topk!r}")
     return tuple(int(k) for k in ks)
 
-# %% ../nbs/01_metrics.ipynb #647cefe3
+# %% ../nbs/01_metrics.ipynb #21dc2acc
 def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                       topk=(1, 5), metrics=("recall", "mAP"), normalize: bool = True,
                       block_size: int = None, num_threads: int = None) -> dict:
@@ -208,7 +208,7 @@ def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=No
         else: out[m] = float(np.mean(PER_QUERY_METRICS[m](s)[valid]))
     return out | {"num_queries": len(valid), "num_skipped_queries": int((~valid).sum())}
 
-# %% ../nbs/01_metrics.ipynb #45da13ee
+# %% ../nbs/01_metrics.ipynb #dc9d7e6c
 def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: bool = True,
         block_size: int = None, num_threads: int = None) -> tuple:
     "Exact top-`k` gallery items of every query: (scores [Q, k] float32, indices [Q, k] int64), best first."
@@ -223,7 +223,7 @@ def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: boo
                        scores[start:stop], index[start:stop], nt)
     return scores, index
 
-# %% ../nbs/01_metrics.ipynb #7e248525
+# %% ../nbs/01_metrics.ipynb #9727833c
 def reference_ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                             normalize: bool = True) -> dict:
     "Plain NumPy oracle for `ranking_stats`: full similarity matrix and a stable sort of each row."
