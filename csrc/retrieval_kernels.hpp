@@ -17,6 +17,10 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#if defined(__SSE2__) || defined(_M_X64)
+#include <emmintrin.h>
+#define FE_SSE2 1
+#endif
 
 namespace fe {
 
@@ -38,6 +42,33 @@ struct Pos {
 
 inline bool before(float sa, int64_t ia, float sb, int64_t ib) {
     return sa > sb || (sa == sb && ia < ib);
+}
+
+// Bit j of the result is set when a[j] >= thresholds[j] (or >= the scalar `threshold` when
+// `thresholds` is null), for j < n <= 64. Nearly every score is below its query's weakest positive,
+// so the hot loops test four scores per instruction and only visit the set bits.
+inline uint64_t at_least_mask(const float* a, const float* thresholds, float threshold, int64_t n) {
+    uint64_t bits = 0;
+    int64_t j = 0;
+#ifdef FE_SSE2
+    const __m128 scalar = _mm_set1_ps(threshold);
+    for (; j + 4 <= n; j += 4) {
+        const __m128 thr = thresholds ? _mm_loadu_ps(thresholds + j) : scalar;
+        bits |= static_cast<uint64_t>(_mm_movemask_ps(_mm_cmpge_ps(_mm_loadu_ps(a + j), thr))) << j;
+    }
+#endif
+    for (; j < n; ++j) bits |= static_cast<uint64_t>(a[j] >= (thresholds ? thresholds[j] : threshold)) << j;
+    return bits;
+}
+
+inline int lowest_bit(uint64_t bits) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctzll(bits);
+#else
+    int k = 0;
+    while (!(bits & 1)) { bits >>= 1; ++k; }
+    return k;
+#endif
 }
 
 inline bool ranks_before(const Pos& a, const Pos& b) { return before(a.score, a.index, b.score, b.index); }
@@ -126,10 +157,12 @@ inline void rank_row(const float* s, int64_t n_gallery, int64_t q_label, int64_t
     // diff[m] counts items ordered before positives m..R-1 but not before 0..m-1.
     diff.assign(R + 1, 0);
     const float lowest = ps[R - 1];
-    for (int64_t k = 0; k < n_gallery; ++k) {
-        const float sk = s[k];
-        if (sk < lowest) continue;  // ordered after every positive: the common case
-        ++diff[first_after(sk, k, ps.data(), pi.data(), R)];
+    for (int64_t k0 = 0; k0 < n_gallery; k0 += 64) {
+        for (uint64_t bits = at_least_mask(s + k0, nullptr, lowest, std::min<int64_t>(64, n_gallery - k0)); bits;
+             bits &= bits - 1) {
+            const int64_t k = k0 + lowest_bit(bits);
+            ++diff[first_after(s[k], k, ps.data(), pi.data(), R)];
+        }
     }
     for (const Pos& e : excl) {
         if (e.score >= lowest) --diff[first_after(e.score, e.index, ps.data(), pi.data(), R)];
@@ -214,9 +247,12 @@ inline void count_tile(const float* tile, int64_t nr, int64_t nc, int64_t ld, in
         for (int64_t i = 0; i < nr; ++i) {
             const int64_t t = row0 + i;
             const float* row = tile + i * ld;
-            const float low = lowest[t];
-            for (int64_t j = 0; j < nc; ++j) {
-                if (row[j] >= low && labels[col0 + j] != labels[t]) count_item(t, row[j], orig[col0 + j], lowest, P, diff);
+            for (int64_t j0 = 0; j0 < nc; j0 += 64) {
+                for (uint64_t bits = at_least_mask(row + j0, nullptr, lowest[t], std::min<int64_t>(64, nc - j0)); bits;
+                     bits &= bits - 1) {
+                    const int64_t j = j0 + lowest_bit(bits);
+                    if (labels[col0 + j] != labels[t]) count_item(t, row[j], orig[col0 + j], lowest, P, diff);
+                }
             }
         }
         if (!diagonal) {
@@ -228,9 +264,9 @@ inline void count_tile(const float* tile, int64_t nr, int64_t nc, int64_t ld, in
                 for (int64_t i = 0; i < nr; ++i) {
                     const float* row = tile + i * ld;
                     const int64_t g = row0 + i;
-                    for (int64_t j = j0; j < j1; ++j) {
-                        const int64_t u = col0 + j;
-                        if (row[j] >= lowest[u] && labels[g] != labels[u]) count_item(u, row[j], orig[g], lowest, P, diff);
+                    for (uint64_t bits = at_least_mask(row + j0, lowest + col0 + j0, 0.0f, j1 - j0); bits; bits &= bits - 1) {
+                        const int64_t j = j0 + lowest_bit(bits), u = col0 + j;
+                        if (labels[g] != labels[u]) count_item(u, row[j], orig[g], lowest, P, diff);
                     }
                 }
             }

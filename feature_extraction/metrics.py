@@ -5,16 +5,19 @@
 # %% auto #0
 __all__ = ['PER_QUERY_METRICS', 'as_features', 'l2_normalize', 'as_column', 'encode_pair', 'prepare', 'auto_block_size',
            'similarity_blocks', 'check_block_size', 'group_by_label', 'zero_stats', 'blocked_stats', 'class_layout',
-           'symmetric_stats', 'stats_of_prepared', 'ranking_stats', 'check_topk', 'retrieval_metrics', 'knn',
-           'reference_ranking_stats']
+           'scratch', 'run_tasks', 'symmetric_stats', 'stats_of_prepared', 'ranking_stats', 'check_topk',
+           'retrieval_metrics', 'knn', 'reference_ranking_stats']
 
-# %% ../nbs/01_metrics.ipynb #97eeb28b
+# %% ../nbs/01_metrics.ipynb #e6c981aa
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .core import compiled, resolve_num_threads
 
-# %% ../nbs/01_metrics.ipynb #8eb5a689
+# %% ../nbs/01_metrics.ipynb #708c6842
 def as_features(x, name: str) -> np.ndarray:
     "`x` as a C-contiguous float32 [n, dim] array with finite values; errors name the argument."
     x = np.asarray(x)
@@ -27,12 +30,12 @@ def as_features(x, name: str) -> np.ndarray:
                                   f"{len(bad)} row(s), first rows: {bad[:10].tolist()}")
     return x
 
-# %% ../nbs/01_metrics.ipynb #4671f8f8
+# %% ../nbs/01_metrics.ipynb #092715ad
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     "Rows of `x` divided by their L2 norm; an all-zero row stays zero."
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)).astype(np.float32, copy=False)
 
-# %% ../nbs/01_metrics.ipynb #c673b5e6
+# %% ../nbs/01_metrics.ipynb #603c67f1
 def as_column(values, n: int, name: str) -> np.ndarray:
     "Labels or ids as a 1-D array of length `n`; a `[n, 1]` column is flattened."
     v = np.asarray(values)
@@ -41,7 +44,7 @@ def as_column(values, n: int, name: str) -> np.ndarray:
     if v.dtype.kind == "f" and np.isnan(v).any(): raise ValueError(f"{name} contains NaN")
     return v
 
-# %% ../nbs/01_metrics.ipynb #e8a7817e
+# %% ../nbs/01_metrics.ipynb #69b03db7
 def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     "Query and gallery values as int64 codes that are equal exactly where the values are equal."
     if q.dtype.kind in "iu" and g.dtype.kind in "iu" and np.can_cast(q.dtype, np.int64) and np.can_cast(g.dtype, np.int64):
@@ -52,7 +55,7 @@ def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     except TypeError as e: raise TypeError(f"{names[0]}/{names[1]} values cannot be sorted for comparison: {e}") from e
     return codes[:len(q)].astype(np.int64), codes[len(q):].astype(np.int64)
 
-# %% ../nbs/01_metrics.ipynb #b1e21cd4
+# %% ../nbs/01_metrics.ipynb #7d0dbd30
 def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=None, gallery_ids=None,
             normalize: bool = True) -> tuple:
     "Validated (query, gallery, query_labels, gallery_labels, query_ids, gallery_ids); absent labels or ids are None."
@@ -73,7 +76,7 @@ def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=No
                              ("query_ids", "gallery_ids"))
     return q, g, ql, gl, qi, gi
 
-# %% ../nbs/01_metrics.ipynb #df3e6f42
+# %% ../nbs/01_metrics.ipynb #953cbc07
 def auto_block_size(n_query: int, n_gallery: int, budget_bytes: int = 256 * 2**20) -> int:
     "Queries per block so that one float32 block of similarities fits in `budget_bytes`."
     return int(max(1, min(n_query, budget_bytes // (4 * n_gallery))))
@@ -87,7 +90,7 @@ def similarity_blocks(query: np.ndarray, gallery: np.ndarray, block_size: int, n
             np.matmul(query[start:stop], gallery.T, out=buf[:stop - start])
             yield start, stop, buf[:stop - start]
 
-# %% ../nbs/01_metrics.ipynb #6a0b62de
+# %% ../nbs/01_metrics.ipynb #8e02fc65
 def check_block_size(block_size, n_query: int, n_gallery: int) -> int:
     "A user's `block_size` (None for `auto_block_size`), checked."
     if block_size is None: return auto_block_size(n_query, n_gallery)
@@ -95,14 +98,14 @@ def check_block_size(block_size, n_query: int, n_gallery: int) -> int:
         raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
     return int(block_size)
 
-# %% ../nbs/01_metrics.ipynb #a3081e8b
+# %% ../nbs/01_metrics.ipynb #7cf97e6a
 def group_by_label(labels: np.ndarray) -> tuple:
     "(sorted unique labels, offsets, indices): items with label `u[c]` are `indices[offsets[c]:offsets[c+1]]`, ascending."
     order = np.argsort(labels, kind="stable").astype(np.int64)
     uniq, counts = np.unique(labels[order], return_counts=True)
     return uniq.astype(np.int64), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), order
 
-# %% ../nbs/01_metrics.ipynb #d5ff6905
+# %% ../nbs/01_metrics.ipynb #3af6d008
 def zero_stats(n: int) -> dict:
     "The per-query arrays of `ranking_stats`, zeroed, in the order the kernels take them."
     out = {k: np.zeros(n, np.int64) for k in ("n_pos", "first_rank", "last_rank")}
@@ -116,7 +119,7 @@ def blocked_stats(q, g, ql, gl, qi, gi, block_size: int, num_threads: int) -> di
                              no_ids if gi is None else gi, *(v[start:stop] for v in out.values()), num_threads)
     return out
 
-# %% ../nbs/01_metrics.ipynb #43d4547a
+# %% ../nbs/01_metrics.ipynb #73b1d1ec
 def class_layout(labels: np.ndarray, ids=None) -> tuple:
     "(order, class_start, class_end, n_pos) of items sorted by label; n_pos leaves out same-id items."
     _, offsets, order = group_by_label(labels)
@@ -126,44 +129,69 @@ def class_layout(labels: np.ndarray, ids=None) -> tuple:
     _, inv, same = np.unique(np.stack([labels[order], ids[order]]), axis=1, return_inverse=True, return_counts=True)
     return order, start, end, (end - start - same[inv.ravel()]).astype(np.int64)
 
-# %% ../nbs/01_metrics.ipynb #61fc64f1
-def symmetric_stats(x, labels, ids=None, tile_size: int = 2048, num_threads: int = 1, max_pairs: int = 2**25):
+# %% ../nbs/01_metrics.ipynb #2678e41a
+_scratch = threading.local()
+
+def scratch(name: str, size: int) -> np.ndarray:
+    "A flat float32 buffer of at least `size` elements, kept per thread and grown on demand."
+    buf = getattr(_scratch, name, None)
+    if buf is None or buf.size < size: buf = np.empty(max(size, 1), np.float32); setattr(_scratch, name, buf)
+    return buf[:size]
+
+def run_tasks(tasks, work, num_threads: int, n_counters: int) -> np.ndarray:
+    "Run `work(task, counters)` for every task on `num_threads` threads; return the sum of their int64 counters."
+    tasks, lock = iter(tasks), threading.Lock()
+    counters = [np.zeros(n_counters, np.int64) for _ in range(num_threads)]
+    def worker(k):
+        while True:
+            with lock: task = next(tasks, None)
+            if task is None: return
+            work(task, counters[k])
+    with ThreadPoolExecutor(num_threads) as pool: list(pool.map(worker, range(num_threads)))  # list() re-raises errors
+    return np.sum(counters, axis=0)
+
+# %% ../nbs/01_metrics.ipynb #6583e6f3
+def symmetric_stats(x, labels, ids=None, tile_size: int = 1024, num_threads: int = 1, max_pairs: int = 2**25):
     "`ranking_stats` of `x` against itself from half the similarity matrix; None when positives exceed `max_pairs`."
     ext, tile_size = compiled("_retrieval"), min(tile_size, len(x))
     order, start, end, n_pos = class_layout(labels, ids)
     offsets = np.concatenate([[0], np.cumsum(n_pos)]).astype(np.int64)
     if offsets[-1] > max_pairs: return None
     xs, ls, ids_s = x[order], labels[order], np.empty(0, np.int64) if ids is None else ids[order]
-    score, index, diff = np.empty(offsets[-1], np.float32), np.empty(offsets[-1], np.int64), np.zeros(offsets[-1], np.int64)
+    score, index, P = np.empty(offsets[-1], np.float32), np.empty(offsets[-1], np.int64), offsets[-1]
     cuts = list(range(0, len(x), tile_size)) + [len(x)]
+    blocks = list(zip(cuts[:-1], cuts[1:]))
     lowest = np.full(len(x), np.inf, np.float32)  # weakest positive score of each query
-    with threadpool_limits(limits=num_threads, user_api="blas"):
-        for r0, r1 in zip(cuts[:-1], cuts[1:]):  # the band of each block: its positives, then its diagonal tile
-            c0, c1 = start[r0], end[r1 - 1]
-            band = xs[r0:r1] @ xs[c0:c1].T
-            ext.collect_positives_block(band, r0, c0, start, end, ids_s, order, offsets, score, index, num_threads)
-            has = n_pos[r0:r1] > 0
-            lowest[r0:r1][has] = score[offsets[r0 + 1:r1 + 1][has] - 1]
-            ext.count_tile_block(band[:, r0 - c0:r1 - c0], r0, r0, True, ls, order, lowest, offsets, score, index, diff, num_threads)
-        buf = np.empty(tile_size * tile_size, np.float32)  # flat, so that every tile view is C-contiguous
-        for i, (r0, r1) in enumerate(zip(cuts[:-1], cuts[1:])):  # the tiles above the diagonal, read both ways
-            for c0, c1 in zip(cuts[i + 1:-1], cuts[i + 2:]):
-                tile = buf[:(r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
-                np.matmul(xs[r0:r1], xs[c0:c1].T, out=tile)
-                ext.count_tile_block(tile, r0, c0, False, ls, order, lowest, offsets, score, index, diff, num_threads)
+
+    def band(block, diff):  # a block's positives from its band, then the band's diagonal tile
+        (r0, r1), c0, c1 = block, start[block[0]], end[block[1] - 1]
+        sims = np.matmul(xs[r0:r1], xs[c0:c1].T, out=scratch("band", (r1 - r0) * (c1 - c0)).reshape(r1 - r0, c1 - c0))
+        ext.collect_positives_block(sims, r0, c0, start, end, ids_s, order, offsets, score, index, 1)
+        has = n_pos[r0:r1] > 0
+        lowest[r0:r1][has] = score[offsets[r0 + 1:r1 + 1][has] - 1]
+        ext.count_tile_block(sims[:, r0 - c0:r1 - c0], r0, r0, True, ls, order, lowest, offsets, score, index, diff, 1)
+
+    def tile(pair, diff):  # a tile above the diagonal, counted both ways
+        (r0, r1), (c0, c1) = pair
+        sims = np.matmul(xs[r0:r1], xs[c0:c1].T, out=scratch("tile", (r1 - r0) * (c1 - c0)).reshape(r1 - r0, c1 - c0))
+        ext.count_tile_block(sims, r0, c0, False, ls, order, lowest, offsets, score, index, diff, 1)
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        diff = run_tasks(blocks, band, num_threads, P)  # every lowest[] is known before any tile is counted
+        diff += run_tasks(((bi, bj) for i, bi in enumerate(blocks) for bj in blocks[i + 1:]), tile, num_threads, P)
     sorted_out = zero_stats(len(x))
     ext.finish_symmetric_stats(offsets, score, index, diff, *sorted_out.values(), num_threads)
     out = {k: np.empty_like(v) for k, v in sorted_out.items()}
     for k, v in sorted_out.items(): out[k][order] = v
     return out
 
-# %% ../nbs/01_metrics.ipynb #e5e1bafa
+# %% ../nbs/01_metrics.ipynb #10dac495
 def stats_of_prepared(q, g, ql, gl, qi, gi, block_size=None, num_threads=None) -> dict:
     "`ranking_stats` of inputs already checked by `prepare`: the symmetric path when query == gallery."
     if ql is None: raise ValueError("query_labels and gallery_labels are required")
     nt = resolve_num_threads(num_threads)
     if q is g and np.array_equal(ql, gl) and (qi is None or np.array_equal(qi, gi)):
-        out = symmetric_stats(q, ql, qi, 2048 if block_size is None else check_block_size(block_size, 1, 1), nt)
+        out = symmetric_stats(q, ql, qi, 1024 if block_size is None else check_block_size(block_size, 1, 1), nt)
         if out is not None: return out
     return blocked_stats(q, g, ql, gl, qi, gi, check_block_size(block_size, len(q), len(g)), nt)
 
@@ -173,7 +201,7 @@ def ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, 
     prepared = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
     return stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads)
 
-# %% ../nbs/01_metrics.ipynb #d3abe933
+# %% ../nbs/01_metrics.ipynb #433b6a80
 PER_QUERY_METRICS = {  # metric name -> its per-query value, from the arrays of `ranking_stats`
     "mAP": lambda s: s["ap"],
     "mAP@R": lambda s: s["ap_at_r"],
@@ -188,7 +216,7 @@ def check_topk(topk, n_gallery: int) -> tuple:
         raise ValueError(f"topk must be integers from 1 to the gallery size ({n_gallery}), got {topk!r}")
     return tuple(int(k) for k in ks)
 
-# %% ../nbs/01_metrics.ipynb #21dc2acc
+# %% ../nbs/01_metrics.ipynb #1c172253
 def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                       topk=(1, 5), metrics=("recall", "mAP"), normalize: bool = True,
                       block_size: int = None, num_threads: int = None) -> dict:
@@ -208,7 +236,7 @@ def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=No
         else: out[m] = float(np.mean(PER_QUERY_METRICS[m](s)[valid]))
     return out | {"num_queries": len(valid), "num_skipped_queries": int((~valid).sum())}
 
-# %% ../nbs/01_metrics.ipynb #dc9d7e6c
+# %% ../nbs/01_metrics.ipynb #4c894272
 def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: bool = True,
         block_size: int = None, num_threads: int = None) -> tuple:
     "Exact top-`k` gallery items of every query: (scores [Q, k] float32, indices [Q, k] int64), best first."
@@ -223,7 +251,7 @@ def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: boo
                        scores[start:stop], index[start:stop], nt)
     return scores, index
 
-# %% ../nbs/01_metrics.ipynb #9727833c
+# %% ../nbs/01_metrics.ipynb #4d989192
 def reference_ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                             normalize: bool = True) -> dict:
     "Plain NumPy oracle for `ranking_stats`: full similarity matrix and a stable sort of each row."
