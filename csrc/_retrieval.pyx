@@ -31,7 +31,7 @@ cdef extern from "retrieval_kernels.hpp" namespace "fe":
                            cbool use_ids, const int64_t* orig, Positives P, int num_threads) nogil
     void count_tile(const float* tile, int64_t nr, int64_t nc, int64_t ld, int64_t row0, int64_t col0, cbool diagonal,
                     const int64_t* labels, const int64_t* orig, const float* lowest, Positives P,
-                    int64_t* diff, int num_threads) nogil
+                    int64_t* diff) nogil
     void finish_symmetric(int64_t n, const Positives& P, const int64_t* diff, RankStatsOut out,
                           int num_threads) nogil
     void topk_rows(const float* scores, int64_t n_rows, int64_t n_gallery, int64_t ld, int64_t k,
@@ -111,18 +111,17 @@ def collect_positives_block(const float[:, ::1] band, int64_t row0, int64_t col0
 
 def count_tile_block(const float[:, :] tile, int64_t row0, int64_t col0, cbool diagonal,
                      const int64_t[::1] labels, const int64_t[::1] orig, const float[::1] lowest,
-                     const int64_t[::1] offsets, float[::1] score, int64_t[::1] index, int64_t[::1] diff,
-                     int num_threads):
-    """Symmetric case: count the different-class pairs of one tile, in both directions off the diagonal.
-    The tile may be a column slice of a larger C-contiguous array (unit column stride)."""
+                     const int64_t[::1] offsets, float[::1] score, int64_t[::1] index, int64_t[::1] diff):
+    """Symmetric case: count the different-class pairs of one tile, in both directions off the diagonal, into
+    `diff`, on the calling thread (each worker thread has counters of its own). The tile may be a column slice
+    of a larger C-contiguous array (unit column stride)."""
     if tile.strides[1] != sizeof(float):
         raise ValueError("tile columns must be contiguous")
     cdef Positives P = _positives(offsets, score, index)
     cdef int64_t* diff_ptr = &diff[0] if diff.shape[0] > 0 else NULL
     with nogil:
         count_tile(&tile[0, 0], tile.shape[0], tile.shape[1], tile.strides[0] // sizeof(float), row0, col0, diagonal,
-                   &labels[0], &orig[0],
-                   &lowest[0], P, diff_ptr, num_threads)
+                   &labels[0], &orig[0], &lowest[0], P, diff_ptr)
 
 
 def finish_symmetric_stats(const int64_t[::1] offsets, float[::1] score, int64_t[::1] index,

@@ -78,7 +78,9 @@ inline bool ranks_before(const Pos& a, const Pos& b) { return before(a.score, a.
 inline int64_t first_after(float s, int64_t idx, const float* pos_score, const int64_t* pos_index, int64_t R) {
     if (R <= 16) {
         int64_t m = 0;
-        for (int64_t i = 0; i < R; ++i) m += !before(s, idx, pos_score[i], pos_index[i]);
+        // !before(s, idx, positive i), with bitwise operators so that no float comparison becomes a branch
+        for (int64_t i = 0; i < R; ++i)
+            m += (s < pos_score[i]) | ((s == pos_score[i]) & (idx >= pos_index[i]));
         return m;
     }
     int64_t lo = 0, hi = R;
@@ -235,40 +237,26 @@ inline void count_item(int64_t t, float s, int64_t g, const float* lowest, const
     if (m < R) ++diff[o + m];
 }
 
-// Count the pairs of tile [nr, nc] with row stride ld (rows row0.., columns col0..) whose items are of different classes:
-// rows as queries against the columns, and, unless the tile is on the diagonal, columns as queries
-// against the rows. `lowest[t]` is the weakest positive score of t (+inf without positives).
+// Count the pairs of tile [nr, nc] with row stride ld (rows row0.., columns col0..) whose items are of
+// different classes: rows as queries against the columns, and, unless the tile is on the diagonal, columns
+// as queries against the rows, in one pass over the tile. `lowest[t]` is the weakest positive score of t
+// (+inf without positives). One thread runs it, on counters `diff` of its own.
 inline void count_tile(const float* tile, int64_t nr, int64_t nc, int64_t ld, int64_t row0, int64_t col0, bool diagonal,
-                       const int64_t* labels, const int64_t* orig, const float* lowest, Positives P,
-                       int64_t* diff, int num_threads) {
-#pragma omp parallel num_threads(num_threads)
-    {
-#pragma omp for schedule(dynamic, 16)
-        for (int64_t i = 0; i < nr; ++i) {
-            const int64_t t = row0 + i;
-            const float* row = tile + i * ld;
-            for (int64_t j0 = 0; j0 < nc; j0 += 64) {
-                for (uint64_t bits = at_least_mask(row + j0, nullptr, lowest[t], std::min<int64_t>(64, nc - j0)); bits;
-                     bits &= bits - 1) {
-                    const int64_t j = j0 + lowest_bit(bits);
-                    if (labels[col0 + j] != labels[t]) count_item(t, row[j], orig[col0 + j], lowest, P, diff);
-                }
-            }
-        }
-        if (!diagonal) {
-            // columns as queries: each thread owns a range of columns, so no two threads share a counter
-            const int64_t chunk = 64;
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t j0 = 0; j0 < nc; j0 += chunk) {
-                const int64_t j1 = std::min(nc, j0 + chunk);
-                for (int64_t i = 0; i < nr; ++i) {
-                    const float* row = tile + i * ld;
-                    const int64_t g = row0 + i;
-                    for (uint64_t bits = at_least_mask(row + j0, lowest + col0 + j0, 0.0f, j1 - j0); bits; bits &= bits - 1) {
-                        const int64_t j = j0 + lowest_bit(bits), u = col0 + j;
-                        if (labels[g] != labels[u]) count_item(u, row[j], orig[g], lowest, P, diff);
-                    }
-                }
+                       const int64_t* labels, const int64_t* orig, const float* lowest, Positives P, int64_t* diff) {
+    const float* col_lowest = lowest + col0;
+    const float never = std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < nr; ++i) {
+        const int64_t t = row0 + i;
+        const float* row = tile + i * ld;
+        for (int64_t j0 = 0; j0 < nc; j0 += 64) {
+            const int64_t n = std::min<int64_t>(64, nc - j0);
+            uint64_t bits = at_least_mask(row + j0, nullptr, lowest[t], n);
+            if (!diagonal) bits |= at_least_mask(row + j0, col_lowest + j0, never, n);
+            for (; bits; bits &= bits - 1) {
+                const int64_t j = j0 + lowest_bit(bits), u = col0 + j;
+                if (labels[u] == labels[t]) continue;
+                count_item(t, row[j], orig[u], lowest, P, diff);
+                if (!diagonal) count_item(u, row[j], orig[t], lowest, P, diff);
             }
         }
     }

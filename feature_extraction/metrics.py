@@ -8,7 +8,7 @@ __all__ = ['PER_QUERY_METRICS', 'as_features', 'l2_normalize', 'as_column', 'enc
            'scratch', 'run_tasks', 'symmetric_stats', 'stats_of_prepared', 'ranking_stats', 'check_topk',
            'retrieval_metrics', 'knn', 'reference_ranking_stats']
 
-# %% ../nbs/01_metrics.ipynb #216c34b2
+# %% ../nbs/01_metrics.ipynb #f570d943
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from .core import compiled, resolve_num_threads
 
-# %% ../nbs/01_metrics.ipynb #9da8ae47
+# %% ../nbs/01_metrics.ipynb #fee2a0b5
 def as_features(x, name: str) -> np.ndarray:
     "`x` as a C-contiguous float32 [n, dim] array with finite values; errors name the argument."
     x = np.asarray(x)
@@ -30,12 +30,12 @@ def as_features(x, name: str) -> np.ndarray:
                                   f"{len(bad)} row(s), first rows: {bad[:10].tolist()}")
     return x
 
-# %% ../nbs/01_metrics.ipynb #2d222f83
+# %% ../nbs/01_metrics.ipynb #95a0eb7b
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     "Rows of `x` divided by their L2 norm; an all-zero row stays zero."
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)).astype(np.float32, copy=False)
 
-# %% ../nbs/01_metrics.ipynb #5c08e5b9
+# %% ../nbs/01_metrics.ipynb #7bac252a
 def as_column(values, n: int, name: str) -> np.ndarray:
     "Labels or ids as a 1-D array of length `n`; a `[n, 1]` column is flattened."
     v = np.asarray(values)
@@ -44,7 +44,7 @@ def as_column(values, n: int, name: str) -> np.ndarray:
     if v.dtype.kind == "f" and np.isnan(v).any(): raise ValueError(f"{name} contains NaN")
     return v
 
-# %% ../nbs/01_metrics.ipynb #01c9f04d
+# %% ../nbs/01_metrics.ipynb #206d4306
 def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     "Query and gallery values as int64 codes that are equal exactly where the values are equal."
     if q.dtype.kind in "iu" and g.dtype.kind in "iu" and np.can_cast(q.dtype, np.int64) and np.can_cast(g.dtype, np.int64):
@@ -55,7 +55,7 @@ def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     except TypeError as e: raise TypeError(f"{names[0]}/{names[1]} values cannot be sorted for comparison: {e}") from e
     return codes[:len(q)].astype(np.int64), codes[len(q):].astype(np.int64)
 
-# %% ../nbs/01_metrics.ipynb #51ae42ca
+# %% ../nbs/01_metrics.ipynb #8dfbe988
 def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=None, gallery_ids=None,
             normalize: bool = True) -> tuple:
     "Validated (query, gallery, query_labels, gallery_labels, query_ids, gallery_ids); absent labels or ids are None."
@@ -76,7 +76,7 @@ def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=No
                              ("query_ids", "gallery_ids"))
     return q, g, ql, gl, qi, gi
 
-# %% ../nbs/01_metrics.ipynb #93ff749f
+# %% ../nbs/01_metrics.ipynb #ad697daa
 def auto_block_size(n_query: int, n_gallery: int, budget_bytes: int = 256 * 2**20) -> int:
     "Queries per block so that one float32 block of similarities fits in `budget_bytes`."
     return int(max(1, min(n_query, budget_bytes // (4 * n_gallery))))
@@ -90,7 +90,7 @@ def similarity_blocks(query: np.ndarray, gallery: np.ndarray, block_size: int, n
             np.matmul(query[start:stop], gallery.T, out=buf[:stop - start])
             yield start, stop, buf[:stop - start]
 
-# %% ../nbs/01_metrics.ipynb #5440136b
+# %% ../nbs/01_metrics.ipynb #bb0132fc
 def check_block_size(block_size, n_query: int, n_gallery: int) -> int:
     "A user's `block_size` (None for `auto_block_size`), checked."
     if block_size is None: return auto_block_size(n_query, n_gallery)
@@ -98,14 +98,14 @@ def check_block_size(block_size, n_query: int, n_gallery: int) -> int:
         raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
     return int(block_size)
 
-# %% ../nbs/01_metrics.ipynb #e7b6be0c
+# %% ../nbs/01_metrics.ipynb #17b1ca30
 def group_by_label(labels: np.ndarray) -> tuple:
     "(sorted unique labels, offsets, indices): items with label `u[c]` are `indices[offsets[c]:offsets[c+1]]`, ascending."
     order = np.argsort(labels, kind="stable").astype(np.int64)
     uniq, counts = np.unique(labels[order], return_counts=True)
     return uniq.astype(np.int64), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), order
 
-# %% ../nbs/01_metrics.ipynb #89bdb844
+# %% ../nbs/01_metrics.ipynb #5c8e3499
 def zero_stats(n: int) -> dict:
     "The per-query arrays of `ranking_stats`, zeroed, in the order the kernels take them."
     out = {k: np.zeros(n, np.int64) for k in ("n_pos", "first_rank", "last_rank")}
@@ -119,7 +119,7 @@ def blocked_stats(q, g, ql, gl, qi, gi, block_size: int, num_threads: int) -> di
                              no_ids if gi is None else gi, *(v[start:stop] for v in out.values()), num_threads)
     return out
 
-# %% ../nbs/01_metrics.ipynb #6705e83d
+# %% ../nbs/01_metrics.ipynb #e86fb81b
 def class_layout(labels: np.ndarray, ids=None) -> tuple:
     "(order, class_start, class_end, n_pos) of items sorted by label; n_pos leaves out same-id items."
     _, offsets, order = group_by_label(labels)
@@ -129,7 +129,7 @@ def class_layout(labels: np.ndarray, ids=None) -> tuple:
     _, inv, same = np.unique(np.stack([labels[order], ids[order]]), axis=1, return_inverse=True, return_counts=True)
     return order, start, end, (end - start - same[inv.ravel()]).astype(np.int64)
 
-# %% ../nbs/01_metrics.ipynb #3a90dd55
+# %% ../nbs/01_metrics.ipynb #373bffed
 _scratch = threading.local()
 
 def scratch(name: str, size: int) -> np.ndarray:
@@ -150,7 +150,7 @@ def run_tasks(tasks, work, num_threads: int, n_counters: int) -> np.ndarray:
     with ThreadPoolExecutor(num_threads) as pool: list(pool.map(worker, range(num_threads)))  # list() re-raises errors
     return np.sum(counters, axis=0)
 
-# %% ../nbs/01_metrics.ipynb #f2f4e0cc
+# %% ../nbs/01_metrics.ipynb #1c971ef4
 def symmetric_stats(x, labels, ids=None, tile_size: int = 512, num_threads: int = 1, max_pairs: int = 2**25):
     "`ranking_stats` of `x` against itself from half the similarity matrix; None when positives exceed `max_pairs`."
     ext, tile_size = compiled("_retrieval"), min(tile_size, len(x))
@@ -173,13 +173,13 @@ def symmetric_stats(x, labels, ids=None, tile_size: int = 512, num_threads: int 
             has = n_pos[r0:r1] > 0
             lowest[r0:r1][has] = score[offsets[r0 + 1:r1 + 1][has] - 1]
         finally: ready[k].set()  # even on an error, so that no other thread waits forever; run_tasks re-raises it
-        ext.count_tile_block(sims[:, r0 - c0:r1 - c0], r0, r0, True, ls, order, lowest, offsets, score, index, diff, 1)
+        ext.count_tile_block(sims[:, r0 - c0:r1 - c0], r0, r0, True, ls, order, lowest, offsets, score, index, diff)
 
     def tile(i, j, diff):  # tile (i, j) above the diagonal, counted both ways once both blocks are ready
         (r0, r1), (c0, c1) = blocks[i], blocks[j]
         sims = np.matmul(xs[r0:r1], xs[c0:c1].T, out=scratch("tile", (r1 - r0) * (c1 - c0)).reshape(r1 - r0, c1 - c0))
         ready[i].wait(); ready[j].wait()
-        ext.count_tile_block(sims, r0, c0, False, ls, order, lowest, offsets, score, index, diff, 1)
+        ext.count_tile_block(sims, r0, c0, False, ls, order, lowest, offsets, score, index, diff)
 
     # Band j comes before every tile that needs it, so a tile only waits for a band that a thread is computing.
     tasks = [t for j in range(len(blocks)) for t in [(band, j)] + [(tile, i, j) for i in range(j)]]
@@ -191,7 +191,7 @@ def symmetric_stats(x, labels, ids=None, tile_size: int = 512, num_threads: int 
     for k, v in sorted_out.items(): out[k][order] = v
     return out
 
-# %% ../nbs/01_metrics.ipynb #f25bc224
+# %% ../nbs/01_metrics.ipynb #be797ca2
 def stats_of_prepared(q, g, ql, gl, qi, gi, block_size=None, num_threads=None) -> dict:
     "`ranking_stats` of inputs already checked by `prepare`: the symmetric path when query == gallery."
     if ql is None: raise ValueError("query_labels and gallery_labels are required")
@@ -207,7 +207,7 @@ def ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, 
     prepared = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
     return stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads)
 
-# %% ../nbs/01_metrics.ipynb #cdf5da6c
+# %% ../nbs/01_metrics.ipynb #0df1518d
 PER_QUERY_METRICS = {  # metric name -> its per-query value, from the arrays of `ranking_stats`
     "mAP": lambda s: s["ap"],
     "mAP@R": lambda s: s["ap_at_r"],
@@ -222,7 +222,7 @@ def check_topk(topk, n_gallery: int) -> tuple:
         raise ValueError(f"topk must be integers from 1 to the gallery size ({n_gallery}), got {topk!r}")
     return tuple(int(k) for k in ks)
 
-# %% ../nbs/01_metrics.ipynb #3fe0ec01
+# %% ../nbs/01_metrics.ipynb #1400697d
 def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                       topk=(1, 5), metrics=("recall", "mAP"), normalize: bool = True,
                       block_size: int = None, num_threads: int = None) -> dict:
@@ -242,7 +242,7 @@ def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=No
         else: out[m] = float(np.mean(PER_QUERY_METRICS[m](s)[valid]))
     return out | {"num_queries": len(valid), "num_skipped_queries": int((~valid).sum())}
 
-# %% ../nbs/01_metrics.ipynb #d5f77939
+# %% ../nbs/01_metrics.ipynb #c2b4cdaf
 def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: bool = True,
         block_size: int = None, num_threads: int = None) -> tuple:
     "Exact top-`k` gallery items of every query: (scores [Q, k] float32, indices [Q, k] int64), best first."
@@ -257,7 +257,7 @@ def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: boo
                        scores[start:stop], index[start:stop], nt)
     return scores, index
 
-# %% ../nbs/01_metrics.ipynb #adc6466d
+# %% ../nbs/01_metrics.ipynb #b9c86852
 def reference_ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                             normalize: bool = True) -> dict:
     "Plain NumPy oracle for `ranking_stats`: full similarity matrix and a stable sort of each row."

@@ -2,7 +2,7 @@
 and the invalid-input cases. The notebook nbs/01_metrics.ipynb explains the engine."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 
 from feature_extraction.metrics import (knn, l2_normalize, ranking_stats, reference_ranking_stats,
                                         retrieval_metrics)
@@ -46,10 +46,28 @@ def test_ranking_stats_equal_oracle_with_ties(arg):
     assert_same_stats(ranking_stats(**case, block_size=block, num_threads=threads), reference_ranking_stats(**case))
 
 
+def closest_positive_gap(case) -> float:
+    "Smallest float64 gap between a query's positive and any other of its gallery scores, over all queries."
+    q, g = (np.asarray(case[k], np.float64) for k in ("query", "gallery"))
+    q, g = (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12) for x in (q, g))
+    sims, gap = q @ g.T, np.inf
+    for i, row in enumerate(sims):
+        pos = case["gallery_labels"] == case["query_labels"][i]
+        if pos.any() and len(row) > 1:
+            d = np.abs(row[pos][:, None] - row[None, :])
+            d[:, np.flatnonzero(pos)] = np.where(np.eye(pos.sum(), dtype=bool), np.inf, d[:, np.flatnonzero(pos)])
+            gap = min(gap, d.min())
+    return gap
+
+
 @settings(max_examples=200, deadline=None)
 @given(retrieval_case(tied=False))
 def test_ranking_stats_equal_oracle_continuous(arg):
     case, block, threads = arg
+    # Scores are float32 BLAS results, whose last bit depends on the block shape (a one-row block is a
+    # matrix-vector product): two scores within float32 resolution may be ordered either way. Exact ties are
+    # the tied test's subject; here, cases with such near-ties are left out.
+    assume(closest_positive_gap(case) > 1e-6)
     assert_same_stats(ranking_stats(**case, block_size=block, num_threads=threads), reference_ranking_stats(**case))
 
 
