@@ -4,7 +4,8 @@
 // sgemm); what BLAS cannot do is rank. We never sort a gallery row: the rank of a positive
 // is one plus the number of gallery items ordered before it, where "before" means a higher
 // score, or an equal score and a smaller gallery index (a stable, documented tie-break).
-// Items whose id equals the query's id are excluded from the ranking altogether.
+// Items with the query's label and id are excluded from the ranking altogether. Every function here is
+// single-threaded and runs without the GIL: the Python side gives each worker thread its own blocks.
 #pragma once
 
 #include <algorithm>
@@ -14,9 +15,6 @@
 #include <utility>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #if defined(__SSE2__) || defined(_M_X64)
 #include <emmintrin.h>
 #define FE_SSE2 1
@@ -176,19 +174,15 @@ inline void rank_row(const float* s, int64_t n_gallery, int64_t q_label, int64_t
 inline void rank_stats(const float* scores, int64_t n_rows, int64_t n_gallery, int64_t ld,
                        const int64_t* q_labels, const int64_t* q_ids,
                        LabelIndex by_label, const int64_t* g_ids, bool use_ids,
-                       RankStatsOut out, int num_threads) {
-#pragma omp parallel num_threads(num_threads)
-    {
-        std::vector<Pos> pos, excl;
-        std::vector<float> ps;
-        std::vector<int64_t> pi, diff;
-#pragma omp for schedule(dynamic, 8)
-        for (int64_t i = 0; i < n_rows; ++i) {
-            rank_row(scores + i * ld, n_gallery, q_labels[i], use_ids ? q_ids[i] : 0,
-                     by_label, g_ids, use_ids, pos, excl, ps, pi, diff,
-                     out.n_pos + i, out.first_rank + i, out.last_rank + i,
-                     out.ap + i, out.ap_at_r + i, out.r_precision + i);
-        }
+                       RankStatsOut out) {
+    std::vector<Pos> pos, excl;
+    std::vector<float> ps;
+    std::vector<int64_t> pi, diff;
+    for (int64_t i = 0; i < n_rows; ++i) {
+        rank_row(scores + i * ld, n_gallery, q_labels[i], use_ids ? q_ids[i] : 0,
+                 by_label, g_ids, use_ids, pos, excl, ps, pi, diff,
+                 out.n_pos + i, out.first_rank + i, out.last_rank + i,
+                 out.ap + i, out.ap_at_r + i, out.r_precision + i);
     }
 }
 
@@ -209,22 +203,18 @@ struct Positives {
 // Fill the positives of queries row0..row0+nr-1 from their band `band` [nr, nc] (columns col0..).
 inline void collect_positives(const float* band, int64_t nr, int64_t nc, int64_t row0, int64_t col0,
                               const int64_t* class_start, const int64_t* class_end, const int64_t* ids,
-                              bool use_ids, const int64_t* orig, Positives P, int num_threads) {
-#pragma omp parallel num_threads(num_threads)
-    {
-        std::vector<Pos> pos;
-#pragma omp for schedule(dynamic, 16)
-        for (int64_t i = 0; i < nr; ++i) {
-            const int64_t t = row0 + i;
-            pos.clear();
-            for (int64_t u = class_start[t]; u < class_end[t]; ++u) {
-                if (!(use_ids && ids[u] == ids[t])) pos.push_back({band[i * nc + (u - col0)], orig[u]});
-            }
-            std::sort(pos.begin(), pos.end(), ranks_before);
-            for (size_t r = 0; r < pos.size(); ++r) {
-                P.score[P.offsets[t] + r] = pos[r].score;
-                P.index[P.offsets[t] + r] = pos[r].index;
-            }
+                              bool use_ids, const int64_t* orig, Positives P) {
+    std::vector<Pos> pos;
+    for (int64_t i = 0; i < nr; ++i) {
+        const int64_t t = row0 + i;
+        pos.clear();
+        for (int64_t u = class_start[t]; u < class_end[t]; ++u) {
+            if (!(use_ids && ids[u] == ids[t])) pos.push_back({band[i * nc + (u - col0)], orig[u]});
+        }
+        std::sort(pos.begin(), pos.end(), ranks_before);
+        for (size_t r = 0; r < pos.size(); ++r) {
+            P.score[P.offsets[t] + r] = pos[r].score;
+            P.index[P.offsets[t] + r] = pos[r].index;
         }
     }
 }
@@ -263,8 +253,7 @@ inline void count_tile(const float* tile, int64_t nr, int64_t nc, int64_t ld, in
 }
 
 // Per-position statistics once every tile has been counted.
-inline void finish_symmetric(int64_t n, const Positives& P, const int64_t* diff, RankStatsOut out, int num_threads) {
-#pragma omp parallel for num_threads(num_threads) schedule(static)
+inline void finish_symmetric(int64_t n, const Positives& P, const int64_t* diff, RankStatsOut out) {
     for (int64_t t = 0; t < n; ++t) {
         const int64_t o = P.offsets[t], R = P.offsets[t + 1] - o;
         out.n_pos[t] = R;
@@ -277,32 +266,28 @@ inline void finish_symmetric(int64_t n, const Positives& P, const int64_t* diff,
 // than k eligible items are padded with index -1 and score -inf (faiss's convention).
 inline void topk_rows(const float* scores, int64_t n_rows, int64_t n_gallery, int64_t ld, int64_t k,
                       const int64_t* q_ids, const int64_t* g_ids, bool use_ids,
-                      float* out_scores, int64_t* out_index, int num_threads) {
-#pragma omp parallel num_threads(num_threads)
-    {
-        std::vector<Pos> heap;  // max-heap by "ordered later", so heap.front() is the worst kept
-#pragma omp for schedule(dynamic, 8)
-        for (int64_t i = 0; i < n_rows; ++i) {
-            const float* s = scores + i * ld;
-            const int64_t qid = use_ids ? q_ids[i] : 0;
-            heap.clear();
-            for (int64_t j = 0; j < n_gallery; ++j) {
-                if (use_ids && g_ids[j] == qid) continue;
-                if (static_cast<int64_t>(heap.size()) < k) {
-                    heap.push_back({s[j], j});
-                    std::push_heap(heap.begin(), heap.end(), ranks_before);
-                } else if (before(s[j], j, heap.front().score, heap.front().index)) {
-                    std::pop_heap(heap.begin(), heap.end(), ranks_before);
-                    heap.back() = {s[j], j};
-                    std::push_heap(heap.begin(), heap.end(), ranks_before);
-                }
+                      float* out_scores, int64_t* out_index) {
+    std::vector<Pos> heap;  // a heap whose front is the worst item kept
+    for (int64_t i = 0; i < n_rows; ++i) {
+        const float* s = scores + i * ld;
+        const int64_t qid = use_ids ? q_ids[i] : 0;
+        heap.clear();
+        for (int64_t j = 0; j < n_gallery; ++j) {
+            if (use_ids && g_ids[j] == qid) continue;
+            if (static_cast<int64_t>(heap.size()) < k) {
+                heap.push_back({s[j], j});
+                std::push_heap(heap.begin(), heap.end(), ranks_before);
+            } else if (before(s[j], j, heap.front().score, heap.front().index)) {
+                std::pop_heap(heap.begin(), heap.end(), ranks_before);
+                heap.back() = {s[j], j};
+                std::push_heap(heap.begin(), heap.end(), ranks_before);
             }
-            std::sort_heap(heap.begin(), heap.end(), ranks_before);
-            const int64_t n = static_cast<int64_t>(heap.size());
-            for (int64_t c = 0; c < k; ++c) {
-                out_scores[i * k + c] = c < n ? heap[c].score : -std::numeric_limits<float>::infinity();
-                out_index[i * k + c] = c < n ? heap[c].index : -1;
-            }
+        }
+        std::sort_heap(heap.begin(), heap.end(), ranks_before);
+        const int64_t n = static_cast<int64_t>(heap.size());
+        for (int64_t c = 0; c < k; ++c) {
+            out_scores[i * k + c] = c < n ? heap[c].score : -std::numeric_limits<float>::infinity();
+            out_index[i * k + c] = c < n ? heap[c].index : -1;
         }
     }
 }
