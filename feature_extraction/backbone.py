@@ -5,11 +5,11 @@
 # %% auto #0
 __all__ = ['NET_CONFIG', 'BACKBONES', 'WEIGHTS_HOME', 'WEIGHTS_URL', 'LayerRow', 'make_divisible', 'bn_param_attr', 'ConvBNLayer',
            'SEModule', 'fold_bn', 'pad_kernel', 'fuse_branches', 'set_trainable', 'RepDepthwiseSeparable',
-           'check_image_batch', 'make_stage', 'PPLCNetV2', 'imagenet_weights', 'load_pretrained', 'build_backbone',
-           'PPLCNetV2_small', 'PPLCNetV2_base', 'PPLCNetV2_large', 'PPLCNetV2_base_ShiTu', 'reparameterized',
-           'layer_cost', 'LayerTable', 'layer_table']
+           'check_image_batch', 'make_stage', 'PPLCNetV2', 'imagenet_weights', 'read_weights', 'load_state',
+           'load_pretrained', 'build_backbone', 'PPLCNetV2_small', 'PPLCNetV2_base', 'PPLCNetV2_large',
+           'PPLCNetV2_base_ShiTu', 'reparameterized', 'layer_cost', 'LayerTable', 'layer_table']
 
-# %% ../nbs/02_backbone.ipynb #fe4de0d9
+# %% ../nbs/02_backbone.ipynb #4814b0a8
 import copy
 import warnings
 from collections import namedtuple
@@ -24,13 +24,13 @@ from paddle.regularizer import L2Decay
 
 from .core import Registry
 
-# %% ../nbs/02_backbone.ipynb #5087cd4c
+# %% ../nbs/02_backbone.ipynb #51ea4a3b
 def make_divisible(v: float, divisor: int = 8) -> int:
     "`v` rounded to the nearest multiple of `divisor` (at least `divisor`), bumped up if that loses over 10 %."
     new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
     return new_v + divisor if new_v < 0.9 * v else new_v
 
-# %% ../nbs/02_backbone.ipynb #df366deb
+# %% ../nbs/02_backbone.ipynb #a15ddf9a
 def bn_param_attr() -> ParamAttr:
     "Attribute of a batch norm's scale or shift: no weight decay."
     return ParamAttr(regularizer=L2Decay(0.0))
@@ -50,7 +50,7 @@ class ConvBNLayer(nn.Layer):
 
     def forward(self, x): return self.act(self.bn(self.conv(x))) if self.use_act else self.bn(self.conv(x))
 
-# %% ../nbs/02_backbone.ipynb #eb262d58
+# %% ../nbs/02_backbone.ipynb #3821c81c
 class SEModule(nn.Layer):
     "Squeeze-and-excitation: channels scaled by sigmoid(conv2(relu(conv1(mean over space))))."
     def __init__(self, channels: int, reduction: int = 4):
@@ -63,7 +63,7 @@ class SEModule(nn.Layer):
 
     def forward(self, x): return x * self.sigmoid(self.conv2(self.relu(self.conv1(self.avg_pool(x)))))
 
-# %% ../nbs/02_backbone.ipynb #b0bb6424
+# %% ../nbs/02_backbone.ipynb #22c69559
 def fold_bn(layer: ConvBNLayer) -> tuple:
     "(weight, bias) of the convolution equivalent to `layer`'s conv + batch norm in eval mode."
     bn = layer.bn
@@ -80,13 +80,13 @@ def fuse_branches(branches, size: int) -> tuple:
     folded = [fold_bn(branch) for branch in branches]
     return paddle.add_n([pad_kernel(w, size) for w, _ in folded]), paddle.add_n([b for _, b in folded])
 
-# %% ../nbs/02_backbone.ipynb #3907a40f
+# %% ../nbs/02_backbone.ipynb #c123ba82
 def set_trainable(layer: nn.Layer, trainable: bool):
     "Set `stop_gradient` of `layer`'s parameters, leaving batch-norm statistics (never trained) frozen."
     for name, p in layer.named_parameters():
         if not name.endswith(("_mean", "_variance")): p.stop_gradient = not trainable
 
-# %% ../nbs/02_backbone.ipynb #a3c47257
+# %% ../nbs/02_backbone.ipynb #4ee56660
 class RepDepthwiseSeparable(nn.Layer):
     "Depthwise conv (re-parameterisable branches with `use_rep`), optional SE, pointwise conv(s), optional residual."
     def __init__(self, in_channels: int, out_channels: int, stride: int,
@@ -135,7 +135,7 @@ class RepDepthwiseSeparable(nn.Layer):
         set_trainable(self.dw_conv, True); set_trainable(self.dw_conv_list, False)
         self.is_repped = True
 
-# %% ../nbs/02_backbone.ipynb #67adc233
+# %% ../nbs/02_backbone.ipynb #5af73b9a
 def check_image_batch(x, min_size: int = 1):
     "Raise a clear error unless `x` is a float tensor [N, 3, H, W] with H and W at least `min_size` (eager mode only)."
     if not paddle.in_dynamic_mode(): return
@@ -149,7 +149,7 @@ def check_image_batch(x, min_size: int = 1):
     if "float" not in str(x.dtype):
         raise TypeError(f"expected a float image batch (normalised), got dtype {x.dtype}")
 
-# %% ../nbs/02_backbone.ipynb #099c91b9
+# %% ../nbs/02_backbone.ipynb #2bcfcbfb
 NET_CONFIG = [(64, 3, False, False, False, False), (128, 3, False, False, False, False),
               (256, 5, True, True, True, False), (512, 5, False, True, False, True)]
 
@@ -161,7 +161,7 @@ def make_stage(config: tuple, depth: int, scale: float, stride: int = 2) -> nn.S
                                                  stride if i == 0 else 1, k, split_pw, use_rep, use_se, use_shortcut)
                            for i in range(depth)])
 
-# %% ../nbs/02_backbone.ipynb #6459be50
+# %% ../nbs/02_backbone.ipynb #582688a5
 class PPLCNetV2(nn.Layer):
     "PP-LCNetV2 with PaddleClas's layer names; `forward` maps [N, 3, H, W] images to [N, class_num or width]."
     def __init__(self, scale: float = 1.0, # Width multiplier
@@ -212,7 +212,7 @@ class PPLCNetV2(nn.Layer):
         for n in names[names.index(name) + 1:]: setattr(self, n, nn.Identity())
         if name != "fc": self.out_features = self.embedding_size if name == "flatten" else None  # None: not flat
 
-# %% ../nbs/02_backbone.ipynb #66a33880
+# %% ../nbs/02_backbone.ipynb #eb5ca82d
 BACKBONES = Registry("backbone")
 WEIGHTS_HOME = Path("~/.paddleclas/weights").expanduser()  # PaddleClas's download cache
 WEIGHTS_URL = "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/legendary_models/"
@@ -226,26 +226,34 @@ def imagenet_weights(arch: str, use_ssld: bool = False) -> Path:
                                 "the file's path, or to False and load a whole trained model with Global.pretrained_model")
     return path
 
-# %% ../nbs/02_backbone.ipynb #30eafece
-def load_pretrained(model: nn.Layer, path, prefix: str = "backbone.") -> dict:
-    "Copy the tensors of a local `.pdparams` file whose names and shapes match `model`'s; warn about the others."
+# %% ../nbs/02_backbone.ipynb #e24c1f6d
+def read_weights(path) -> tuple:
+    "(state dict, resolved path) of a local `.pdparams` file; as in PaddleClas, the suffix may be left out."
     path = Path(path)
-    if not path.is_file() and Path(f"{path}.pdparams").is_file(): path = Path(f"{path}.pdparams")  # PaddleClas's spelling
-    if not path.is_file(): raise FileNotFoundError(f"pretrained weights not found: {str(path)!r}")
-    state = paddle.load(str(path))
-    if any(k.startswith(prefix) for k in state): state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not path.is_file() and Path(f"{path}.pdparams").is_file(): path = Path(f"{path}.pdparams")
+    if not path.is_file(): raise FileNotFoundError(f"weights not found: {str(path)!r}")
+    return paddle.load(str(path)), path
+
+def load_state(model: nn.Layer, state: dict, source: str) -> dict:
+    "Copy the tensors of `state` whose names and shapes match `model`'s; report and warn about the others."
     own = model.state_dict()
     fits = {k: v for k, v in state.items() if k in own and list(v.shape) == list(own[k].shape)}
-    if not fits: raise ValueError(f"{str(path)!r} has no tensor that fits this {type(model).__name__}: wrong file?")
+    if not fits: raise ValueError(f"{source} has no tensor that fits this {type(model).__name__}: wrong file?")
     for k, v in fits.items(): own[k].set_value(v)
     report = {"loaded": sorted(fits), "missing": sorted(own.keys() - state.keys()),
               "mismatched": sorted(k for k in state if k in own and k not in fits), "unexpected": sorted(state.keys() - own.keys())}
     skipped = {k: v for k, v in report.items() if k != "loaded" and v}
-    if skipped: warnings.warn(f"pretrained weights {path.name}: kept the initial values of " +
+    if skipped: warnings.warn(f"{source}: kept the initial values of " +
                               "; ".join(f"{len(v)} {k} ({', '.join(v[:4])}{', ...' if len(v) > 4 else ''})" for k, v in skipped.items()))
     return report
 
-# %% ../nbs/02_backbone.ipynb #4c435aa8
+def load_pretrained(model: nn.Layer, path, prefix: str = "backbone.") -> dict:
+    "Load a backbone checkpoint, or the `prefix` entries of a whole model's, into `model` with `load_state`."
+    state, path = read_weights(path)
+    if any(k.startswith(prefix) for k in state): state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return load_state(model, state, f"weights {path.name}")
+
+# %% ../nbs/02_backbone.ipynb #a29c0bcb
 def build_backbone(arch: str, # Name of the ImageNet checkpoint for `pretrained=True`
                    pretrained=False, # False, True (PaddleClas's cached ImageNet weights) or a .pdparams path
                    use_ssld: bool = False, # With `pretrained=True`, the distilled ImageNet weights
@@ -258,7 +266,7 @@ def build_backbone(arch: str, # Name of the ImageNet checkpoint for `pretrained=
     if pretrained: load_pretrained(model, pretrained)
     return model
 
-# %% ../nbs/02_backbone.ipynb #44de5848
+# %% ../nbs/02_backbone.ipynb #6629816c
 @BACKBONES.register
 def PPLCNetV2_small(pretrained=False, use_ssld=False, **kwargs):
     "PP-LCNetV2 at scale 0.75, depths [2, 2, 4, 2], dropout 0.2."
@@ -280,7 +288,7 @@ def PPLCNetV2_base_ShiTu(pretrained=False, use_ssld=False, **kwargs):
     defaults = dict(class_expand=512, last_stride=1, last_conv_bias=True, last_act=False, class_num=0)
     return PPLCNetV2_base(pretrained, use_ssld, **defaults | kwargs)
 
-# %% ../nbs/02_backbone.ipynb #9b1020c0
+# %% ../nbs/02_backbone.ipynb #d72ea559
 def reparameterized(model: nn.Layer) -> nn.Layer:
     "A deep copy of `model` in eval mode with every re-parameterisable block fused; `model` is left untouched."
     fused = copy.deepcopy(model)
@@ -289,7 +297,7 @@ def reparameterized(model: nn.Layer) -> nn.Layer:
         if isinstance(layer, RepDepthwiseSeparable): layer.re_parameterize()
     return fused
 
-# %% ../nbs/02_backbone.ipynb #60dd23a1
+# %% ../nbs/02_backbone.ipynb #d7bc036e
 LayerRow = namedtuple("LayerRow", "name type shape params macs")
 
 def layer_cost(layer: nn.Layer, output) -> int:
@@ -299,7 +307,7 @@ def layer_cost(layer: nn.Layer, output) -> int:
     if isinstance(layer, nn.Linear): return per_image * layer.weight.shape[0]
     return 0
 
-# %% ../nbs/02_backbone.ipynb #0208d714
+# %% ../nbs/02_backbone.ipynb #37901bf4
 class LayerTable(list):
     "`LayerRow`s of the leaf layers that ran, in order, with totals; `grouped` sums them by layer-name prefix."
     def __init__(self, rows=(), types: dict = None): # `types`: class name of every sublayer, by name
@@ -327,7 +335,7 @@ class LayerTable(list):
         lines += [f"| {r.name} | {r.type} | {'x'.join(map(str, r.shape))} | {r.params:,} | {r.macs:,} |" for r in self]
         return "\n".join(lines + [f"| **total** | | | **{self.params:,}** | **{self.macs:,}** |"])
 
-# %% ../nbs/02_backbone.ipynb #6417719b
+# %% ../nbs/02_backbone.ipynb #446c94c6
 def layer_table(model: nn.Layer, input_size=(224, 224), # Image (height, width), or one int for a square
                 ) -> LayerTable:
     "Name, type, output shape [C, H, W], parameters and multiply-adds of every leaf layer of `model` that runs on one image."
