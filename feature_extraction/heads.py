@@ -6,30 +6,29 @@
 __all__ = ['NECKS', 'HEADS', 'INITIALIZERS', 'param_attr', 'FromConfig', 'FrozenBiasBatchNorm1D', 'BNNeck', 'FC', 'class_mask',
            'MarginHead', 'ArcMargin', 'CosMargin', 'CircleMargin', 'IdentityHead']
 
-# %% ../nbs/03_heads.ipynb #6a63560e
+# %% ../nbs/03_heads.ipynb #5da29b0e
 import copy
 import inspect
 import math
-import numbers
 
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.nn import initializer as I
 
-from .core import Registry
+from .core import Registry, check_int, check_real
 
-# %% ../nbs/03_heads.ipynb #7cb3d077
+# %% ../nbs/03_heads.ipynb #126c0b2d
 NECKS = Registry("neck")
 HEADS = Registry("head")
 
-# %% ../nbs/03_heads.ipynb #81bf738e
+# %% ../nbs/03_heads.ipynb #79b0a7b3
 INITIALIZERS = Registry("initializer")
 for _cls in (I.Constant, I.Normal, I.TruncatedNormal, I.Uniform,
              I.XavierNormal, I.XavierUniform, I.KaimingNormal, I.KaimingUniform):
     INITIALIZERS.register(_cls)
 
-# %% ../nbs/03_heads.ipynb #f6d342da
+# %% ../nbs/03_heads.ipynb #8f4f2389
 _ATTR_KEYS = ("initializer", "learning_rate", "trainable")
 
 def _initializer(cfg, what: str):
@@ -38,7 +37,7 @@ def _initializer(cfg, what: str):
     except (KeyError, ValueError, TypeError) as e:
         raise ValueError(f"{what}.initializer: {e.args[0] if e.args else e}") from e
 
-# %% ../nbs/03_heads.ipynb #83ffe98e
+# %% ../nbs/03_heads.ipynb #277c5d48
 def param_attr(cfg, # A PaddleClas `weight_attr`/`bias_attr` entry: dict, False, True, None or a `paddle.ParamAttr`
                what: str = "weight_attr", # Name of the entry, for error messages
                default_init=None, # Initializer to use when `cfg` names none
@@ -53,27 +52,13 @@ def param_attr(cfg, # A PaddleClas `weight_attr`/`bias_attr` entry: dict, False,
     unknown = [k for k in cfg if k not in _ATTR_KEYS]
     if unknown: raise ValueError(f"{what}: unknown key {unknown[0]!r}; known: {', '.join(_ATTR_KEYS)}")
     kw = {"initializer": _initializer(cfg["initializer"], what) if "initializer" in cfg else default_init}
-    if "learning_rate" in cfg: kw["learning_rate"] = _real(cfg["learning_rate"], f"{what}.learning_rate", min_value=0)
+    if "learning_rate" in cfg: kw["learning_rate"] = check_real(cfg["learning_rate"], f"{what}.learning_rate", min_value=0)
     if "trainable" in cfg:
         if not isinstance(cfg["trainable"], bool): raise TypeError(f"{what}.trainable must be true or false, got {cfg['trainable']!r}")
         kw["trainable"] = cfg["trainable"]
     return paddle.ParamAttr(**kw)
 
-# %% ../nbs/03_heads.ipynb #68f09dde
-def _positive_int(value, name: str) -> int:
-    "`value` if it is a positive integer (not a bool), else a ValueError naming `name`."
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-def _real(value, name: str, min_value=None) -> float:
-    "`value` as a finite float (at least `min_value` if given), else an error naming `name`."
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r} ({type(value).__name__})")
-    if min_value is not None and value < min_value: raise ValueError(f"{name} must be >= {min_value}, got {value!r}")
-    return float(value)
-
-# %% ../nbs/03_heads.ipynb #f5e46c68
+# %% ../nbs/03_heads.ipynb #bbe06c84
 class FromConfig:
     "Mixin: `from_config(cfg)` builds the class from a config entry's keys, refusing unknown keys by name."
     @classmethod
@@ -83,7 +68,7 @@ class FromConfig:
         if unknown: raise ValueError(f"{cls.__name__}: unknown config key {unknown[0]!r}; known: {', '.join(known)}")
         return cls(**cfg)
 
-# %% ../nbs/03_heads.ipynb #1dce0a7f
+# %% ../nbs/03_heads.ipynb #fd89692f
 class FrozenBiasBatchNorm1D(nn.BatchNorm1D):
     "`nn.BatchNorm1D` whose bias is frozen (never updated) while its weight trains."
     def __init__(self, num_features: int, momentum=0.9, epsilon=1e-5, weight_attr=None):
@@ -96,7 +81,7 @@ class FrozenBiasBatchNorm1D(nn.BatchNorm1D):
         return F.batch_norm(x, self._mean, self._variance, self.weight, bias, training=self.training,
                             momentum=self._momentum, epsilon=self._epsilon, data_format=self._data_format)
 
-# %% ../nbs/03_heads.ipynb #49629cf7
+# %% ../nbs/03_heads.ipynb #8c3d502d
 def _zero_bias_attr(bias_attr):
     "Check a BNNeck `bias_attr`: its initializer, if any, must be Constant(0); the bias is frozen anyway."
     attr = param_attr(bias_attr, "bias_attr")
@@ -106,7 +91,7 @@ def _zero_bias_attr(bias_attr):
     if isinstance(bias_attr, dict) and bias_attr.get("trainable") is True:
         raise ValueError("bias_attr: BNNeck's bias is frozen at zero; trainable: true is not supported")
 
-# %% ../nbs/03_heads.ipynb #656ee342
+# %% ../nbs/03_heads.ipynb #a4837a32
 @NECKS.register
 class BNNeck(FromConfig, nn.Layer):
     "Flatten, then batch norm with a trainable weight and a bias frozen at zero (keys `feat_bn.*`)."
@@ -116,7 +101,7 @@ class BNNeck(FromConfig, nn.Layer):
                  bias_attr=None, # PaddleClas `bias_attr` entry, accepted for config compatibility; the bias is frozen at 0
                 ):
         super().__init__()
-        self.num_features = _positive_int(num_features, "num_features")
+        self.num_features = check_int(num_features, "num_features")
         _zero_bias_attr(bias_attr)
         self.flatten = nn.Flatten()
         self.feat_bn = FrozenBiasBatchNorm1D(self.num_features, momentum=0.9, epsilon=1e-5,
@@ -124,7 +109,7 @@ class BNNeck(FromConfig, nn.Layer):
 
     def forward(self, x): return self.feat_bn(self.flatten(x))
 
-# %% ../nbs/03_heads.ipynb #5b85d0fa
+# %% ../nbs/03_heads.ipynb #99e1afb0
 @HEADS.register
 class FC(FromConfig, nn.Layer):
     "Linear classifier `embedding_size -> class_num`, weight `fc.weight` [embedding_size, class_num]."
@@ -135,14 +120,14 @@ class FC(FromConfig, nn.Layer):
                  bias_attr=False, # PaddleClas `bias_attr` entry; default no bias
                 ):
         super().__init__()
-        self.embedding_size, self.class_num = _positive_int(embedding_size, "embedding_size"), _positive_int(class_num, "class_num")
+        self.embedding_size, self.class_num = check_int(embedding_size, "embedding_size"), check_int(class_num, "class_num")
         self.fc = nn.Linear(self.embedding_size, self.class_num,
                             weight_attr=param_attr(weight_attr, "weight_attr", I.Normal(0.0, 0.001)),
                             bias_attr=param_attr(bias_attr, "bias_attr"))
 
     def forward(self, x, label=None): return self.fc(x)
 
-# %% ../nbs/03_heads.ipynb #144d598b
+# %% ../nbs/03_heads.ipynb #c9ce987c
 def class_mask(label, class_num: int, batch_size: int):
     "Labels `[B]` or `[B, 1]` (int32/int64) as a boolean [B, class_num] mask of each sample's class."
     if label.dtype not in (paddle.int32, paddle.int64): raise TypeError(f"labels must be int32 or int64, got {label.dtype}")
@@ -151,13 +136,13 @@ def class_mask(label, class_num: int, batch_size: int):
         raise ValueError(f"got {label.shape[0]} labels for a batch of {batch_size}")
     return F.one_hot(label, class_num) > 0.5
 
-# %% ../nbs/03_heads.ipynb #d7ee2098
+# %% ../nbs/03_heads.ipynb #955c52d2
 class MarginHead(FromConfig, nn.Layer):
     "Base of the cosine heads: weight `weight` [embedding_size, class_num]; plain cosine in eval or without labels."
     def __init__(self, embedding_size: int, class_num: int, margin: float, scale: float):
         super().__init__()
-        self.embedding_size, self.class_num = _positive_int(embedding_size, "embedding_size"), _positive_int(class_num, "class_num")
-        self.margin, self.scale = _real(margin, "margin"), _real(scale, "scale")
+        self.embedding_size, self.class_num = check_int(embedding_size, "embedding_size"), check_int(class_num, "class_num")
+        self.margin, self.scale = check_real(margin, "margin"), check_real(scale, "scale")
         if self.scale <= 0: raise ValueError(f"scale must be positive, got {scale!r}")
         self.weight = self.create_parameter([self.embedding_size, self.class_num], default_initializer=I.XavierNormal())
 
@@ -173,7 +158,7 @@ class MarginHead(FromConfig, nn.Layer):
         if not self.training or label is None: return cos
         return self.margin_logits(cos, class_mask(label, self.class_num, x.shape[0]))
 
-# %% ../nbs/03_heads.ipynb #bf75ad0e
+# %% ../nbs/03_heads.ipynb #eec1a003
 @HEADS.register
 class ArcMargin(MarginHead):
     "ArcFace: additive angular margin on the true class's angle; plain cosine in eval."
@@ -194,7 +179,7 @@ class ArcMargin(MarginHead):
         else: phi = paddle.where(cos > -math.cos(self.margin), phi, cos - math.sin(self.margin) * self.margin)
         return paddle.where(one_hot, phi, cos) * self.scale
 
-# %% ../nbs/03_heads.ipynb #97348aab
+# %% ../nbs/03_heads.ipynb #0488ef86
 @HEADS.register
 class CosMargin(MarginHead):
     "CosFace: the margin is subtracted from the true class's cosine; plain cosine in eval."
@@ -208,7 +193,7 @@ class CosMargin(MarginHead):
 
     def margin_logits(self, cos, one_hot): return paddle.where(one_hot, cos - self.margin, cos) * self.scale
 
-# %% ../nbs/03_heads.ipynb #02ff5ae8
+# %% ../nbs/03_heads.ipynb #b3731867
 @HEADS.register
 class CircleMargin(MarginHead):
     "Circle loss logits: similarity-dependent weights around optima 1-m (true class) and m (others)."
@@ -226,7 +211,7 @@ class CircleMargin(MarginHead):
         logits_p, logits_n = alpha_p * (cos - (1 - self.margin)), alpha_n * (cos - self.margin)
         return self.scale * paddle.where(one_hot, logits_p, logits_n)
 
-# %% ../nbs/03_heads.ipynb #75f3faf9
+# %% ../nbs/03_heads.ipynb #39d5d2a0
 @HEADS.register
 class IdentityHead(FromConfig, nn.Layer):
     "Head that returns the embedding unchanged (used at export); no parameters."

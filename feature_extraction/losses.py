@@ -6,7 +6,7 @@
 __all__ = ['LOSSES', 'flat_labels', 'model_output', 'Loss', 'CELoss', 'similarity_matrix', 'hardest_pairs',
            'TripletAngularMarginLoss', 'reference_triplet_angular_margin_loss', 'CombinedLoss', 'build_loss']
 
-# %% ../nbs/05_losses.ipynb #44c92446
+# %% ../nbs/05_losses.ipynb #88b1cc36
 import math
 
 import numpy as np
@@ -14,13 +14,13 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .core import Registry
-from .heads import FromConfig, _real
+from .core import Registry, check_real
+from .heads import FromConfig
 
-# %% ../nbs/05_losses.ipynb #493d0767
+# %% ../nbs/05_losses.ipynb #4387d104
 LOSSES = Registry("loss")
 
-# %% ../nbs/05_losses.ipynb #cdb9770f
+# %% ../nbs/05_losses.ipynb #7386dcd8
 def flat_labels(label, batch_size: int):
     "Labels `[B]` or `[B, 1]` (int32/int64 tensor, array or list) as a `[B]` tensor, checked against `batch_size`."
     if isinstance(label, (np.ndarray, list, tuple)): label = paddle.to_tensor(np.asarray(label))
@@ -30,7 +30,7 @@ def flat_labels(label, batch_size: int):
         raise ValueError(f"got {label.shape[0]} labels for a batch of {batch_size}")
     return label
 
-# %% ../nbs/05_losses.ipynb #e9e89fbc
+# %% ../nbs/05_losses.ipynb #807f7bf6
 def model_output(input, key: str, loss: str):
     "`input[key]` if `input` is a model output dict, else `input` itself (a tensor)."
     if not isinstance(input, dict): return input
@@ -38,20 +38,20 @@ def model_output(input, key: str, loss: str):
         raise KeyError(f"{loss} reads {key!r} from the model output, which has: {', '.join(k for k, v in input.items() if v is not None) or 'nothing'}")
     return input[key]
 
-# %% ../nbs/05_losses.ipynb #4da6e426
+# %% ../nbs/05_losses.ipynb #0318c9bc
 class Loss(FromConfig, nn.Layer):
     "Base of the losses: `loss(input, label)` returns `{type(loss).__name__: compute(input, label)}`."
     @property
     def name(self) -> str: return type(self).__name__
     def forward(self, input, label): return {self.name: self.compute(input, label)}
 
-# %% ../nbs/05_losses.ipynb #11dc8a5f
+# %% ../nbs/05_losses.ipynb #24e8dbfd
 def _flag(value, name: str) -> bool:
     "`value` if it is a bool (YAML `True`/`true`), else a TypeError naming `name`."
     if not isinstance(value, (bool, np.bool_)): raise TypeError(f"{name} must be true or false, got {value!r}")
     return bool(value)
 
-# %% ../nbs/05_losses.ipynb #b319e746
+# %% ../nbs/05_losses.ipynb #1a5431c5
 @LOSSES.register
 class CELoss(Loss):
     "Cross-entropy on `input['logits']`, label-smoothed when 0 < `epsilon` < 1; mean over the batch."
@@ -59,7 +59,7 @@ class CELoss(Loss):
                  epsilon=None, # Label smoothing ε; None or a value outside (0, 1) means plain cross-entropy
                 ):
         super().__init__()
-        if epsilon is not None: epsilon = _real(epsilon, "epsilon")
+        if epsilon is not None: epsilon = check_real(epsilon, "epsilon")
         self.epsilon = epsilon if epsilon is not None and 0 < epsilon < 1 else None
 
     def compute(self, input, label):
@@ -71,13 +71,13 @@ class CELoss(Loss):
                 raise ValueError(f"labels must be class indices in [0, {logits.shape[-1]}), got {lo if lo < 0 else hi}")
         return F.cross_entropy(logits, label, label_smoothing=self.epsilon or 0.0)
 
-# %% ../nbs/05_losses.ipynb #d7eb9f8a
+# %% ../nbs/05_losses.ipynb #72139299
 def similarity_matrix(features, normalize: bool = True):
     "`[B, B]` matrix of dot products of the rows of `features`: cosine similarities if `normalize`."
     if normalize: features = F.normalize(features, p=2, axis=1, epsilon=1e-12)
     return paddle.matmul(features, features, transpose_y=True)
 
-# %% ../nbs/05_losses.ipynb #b9dee3d7
+# %% ../nbs/05_losses.ipynb #568c7f91
 def hardest_pairs(sim, labels):
     "Per anchor: hardest-positive and hardest-negative similarity (0 where undefined) and whether both exist."
     n = paddle.shape(sim)[0]
@@ -90,12 +90,12 @@ def hardest_pairs(sim, labels):
     zero = paddle.zeros_like(s_ap)  # no ±inf leaks into the terms, so no NaN anywhere
     return paddle.where(valid, s_ap, zero), paddle.where(valid, s_an, zero), valid
 
-# %% ../nbs/05_losses.ipynb #3701d91f
+# %% ../nbs/05_losses.ipynb #e5157435
 def _mean_over(x, mask, count):
     "Mean of `x` over the anchors where `mask` is set (`count` of them, clipped at 1)."
     return paddle.where(mask, x, paddle.zeros_like(x)).sum() / count
 
-# %% ../nbs/05_losses.ipynb #2cc766f5
+# %% ../nbs/05_losses.ipynb #0c5dc243
 @LOSSES.register
 class TripletAngularMarginLoss(Loss):
     "Batch-hard triplet loss on cosine similarities, with optional absolute terms; any batch composition."
@@ -111,8 +111,8 @@ class TripletAngularMarginLoss(Loss):
                  paddleclas_compat: bool = False, # Add 1, not 0, per anchor whose hardest negative is below an_value
                 ):
         super().__init__()
-        self.margin, self.absolute_loss_weight = _real(margin, "margin"), _real(absolute_loss_weight, "absolute_loss_weight")
-        self.ap_value, self.an_value = _real(ap_value, "ap_value"), _real(an_value, "an_value")
+        self.margin, self.absolute_loss_weight = check_real(margin, "margin"), check_real(absolute_loss_weight, "absolute_loss_weight")
+        self.ap_value, self.an_value = check_real(ap_value, "ap_value"), check_real(an_value, "an_value")
         self.normalize_feature, self.add_absolute = _flag(normalize_feature, "normalize_feature"), _flag(add_absolute, "add_absolute")
         self.paddleclas_compat = _flag(paddleclas_compat, "paddleclas_compat")
         if reduction not in ("mean", "sum"): raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
@@ -130,7 +130,7 @@ class TripletAngularMarginLoss(Loss):
         an_term = paddle.where(an_excess > 0, an_excess, paddle.ones_like(an_excess)) if self.paddleclas_compat else F.relu(an_excess)
         return loss + self.absolute_loss_weight * (_mean_over(F.relu(self.ap_value - s_ap), valid, count) + _mean_over(an_term, valid, count))
 
-# %% ../nbs/05_losses.ipynb #ae470a7d
+# %% ../nbs/05_losses.ipynb #29a3fac1
 def reference_triplet_angular_margin_loss(features, labels, margin=0.5, normalize_feature=True, reduction="mean",
                                           add_absolute=False, absolute_loss_weight=1.0, ap_value=0.9, an_value=0.5,
                                           paddleclas_compat=False) -> float:
@@ -150,7 +150,7 @@ def reference_triplet_angular_margin_loss(features, labels, margin=0.5, normaliz
     loss = np.mean(ranking) if reduction == "mean" else np.sum(ranking)
     return float(loss + absolute_loss_weight * (np.mean(ap_terms) + np.mean(an_terms))) if add_absolute else float(loss)
 
-# %% ../nbs/05_losses.ipynb #3c145dda
+# %% ../nbs/05_losses.ipynb #55f6f1a7
 def _loss_from_entry(i: int, entry):
     "The (loss, weight) of entry `i` of a PaddleClas `Loss` list."
     if not isinstance(entry, dict) or len(entry) != 1:
@@ -160,10 +160,10 @@ def _loss_from_entry(i: int, entry):
     params = {} if params is None else params
     if not isinstance(params, dict): raise ValueError(f"loss entry {i} ({name}): expected a mapping of arguments, got {params!r}")
     if "weight" not in params: raise ValueError(f"loss entry {i} ({name}): every loss needs a 'weight'; got keys: {', '.join(params) or 'none'}")
-    try: return cls.from_config({k: v for k, v in params.items() if k != "weight"}), _real(params["weight"], "weight")
+    try: return cls.from_config({k: v for k, v in params.items() if k != "weight"}), check_real(params["weight"], "weight")
     except (ValueError, TypeError) as e: raise type(e)(f"loss entry {i} ({name}): {e}") from e
 
-# %% ../nbs/05_losses.ipynb #25182bb1
+# %% ../nbs/05_losses.ipynb #736fdcbd
 class CombinedLoss(nn.Layer):
     "Weighted sum of losses: returns each weighted part by name, and their sum as `loss`."
     def __init__(self,
@@ -172,7 +172,7 @@ class CombinedLoss(nn.Layer):
         super().__init__()
         if not losses: raise ValueError("CombinedLoss needs at least one loss")
         self.parts = nn.LayerList([loss for loss, _ in losses])
-        self.weights = [_real(w, f"weight of {getattr(loss, 'name', type(loss).__name__)}") for loss, w in losses]
+        self.weights = [check_real(w, f"weight of {getattr(loss, 'name', type(loss).__name__)}") for loss, w in losses]
         names = [getattr(loss, "name", None) for loss in self.parts]
         dup = next((n for i, n in enumerate(names) if n is not None and n in names[:i]), None)
         if dup: raise ValueError(f"two losses named {dup!r}: their values would overwrite each other")
@@ -193,7 +193,7 @@ class CombinedLoss(nn.Layer):
         out["loss"] = paddle.add_n(list(out.values()))
         return out
 
-# %% ../nbs/05_losses.ipynb #2c27c1b4
+# %% ../nbs/05_losses.ipynb #f6775322
 def build_loss(loss_list: list) -> CombinedLoss:
     "The `CombinedLoss` of a PaddleClas `Loss.Train` or `Loss.Eval` list."
     return CombinedLoss.from_config(loss_list)

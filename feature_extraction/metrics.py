@@ -8,16 +8,16 @@ __all__ = ['PER_QUERY_METRICS', 'as_features', 'l2_normalize', 'as_column', 'enc
            'class_layout', 'symmetric_stats', 'stats_of_prepared', 'ranking_stats', 'check_topk', 'retrieval_metrics',
            'knn', 'reference_ranking_stats']
 
-# %% ../nbs/01_metrics.ipynb #6e1461b3
+# %% ../nbs/01_metrics.ipynb #30dc7207
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .core import compiled, resolve_num_threads
+from .core import check_int, compiled, resolve_num_threads
 
-# %% ../nbs/01_metrics.ipynb #a0a0e062
+# %% ../nbs/01_metrics.ipynb #c1e18fb2
 def as_features(x, name: str) -> np.ndarray:
     "`x` as a C-contiguous float32 [n, dim] array with finite values; errors name the argument."
     x = np.asarray(x)
@@ -30,12 +30,12 @@ def as_features(x, name: str) -> np.ndarray:
                                   f"{len(bad)} row(s), first rows: {bad[:10].tolist()}")
     return x
 
-# %% ../nbs/01_metrics.ipynb #f31be903
+# %% ../nbs/01_metrics.ipynb #bc701b03
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     "Rows of `x` divided by their L2 norm; an all-zero row stays zero."
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)).astype(np.float32, copy=False)
 
-# %% ../nbs/01_metrics.ipynb #fdbe7159
+# %% ../nbs/01_metrics.ipynb #22498d49
 def as_column(values, n: int, name: str) -> np.ndarray:
     "Labels or ids as a 1-D array of length `n`; a `[n, 1]` column is flattened."
     v = np.asarray(values)
@@ -44,7 +44,7 @@ def as_column(values, n: int, name: str) -> np.ndarray:
     if v.dtype.kind == "f" and np.isnan(v).any(): raise ValueError(f"{name} contains NaN")
     return v
 
-# %% ../nbs/01_metrics.ipynb #6e190b92
+# %% ../nbs/01_metrics.ipynb #90c91a2b
 def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     "Query and gallery values as int64 codes that are equal exactly where the values are equal."
     if q.dtype.kind in "iu" and g.dtype.kind in "iu" and np.can_cast(q.dtype, np.int64) and np.can_cast(g.dtype, np.int64):
@@ -55,7 +55,7 @@ def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
     except TypeError as e: raise TypeError(f"{names[0]}/{names[1]} values cannot be sorted for comparison: {e}") from e
     return codes[:len(q)].astype(np.int64), codes[len(q):].astype(np.int64)
 
-# %% ../nbs/01_metrics.ipynb #c3c54b46
+# %% ../nbs/01_metrics.ipynb #3ee58448
 def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=None, gallery_ids=None,
             normalize: bool = True) -> tuple:
     "Validated (query, gallery, query_labels, gallery_labels, query_ids, gallery_ids); absent labels or ids are None."
@@ -76,7 +76,7 @@ def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=No
                              ("query_ids", "gallery_ids"))
     return q, g, ql, gl, qi, gi
 
-# %% ../nbs/01_metrics.ipynb #f0e89621
+# %% ../nbs/01_metrics.ipynb #89d003d5
 _scratch = threading.local()
 
 def scratch(name: str, size: int) -> np.ndarray:
@@ -98,7 +98,7 @@ def run_tasks(tasks, work, num_threads: int, n_counters: int = 0) -> np.ndarray:
         list(pool.map(worker, range(num_threads)))  # list() re-raises a worker's error
     return np.sum(counters, axis=0)
 
-# %% ../nbs/01_metrics.ipynb #880e4ef7
+# %% ../nbs/01_metrics.ipynb #cbbe1ee4
 def auto_block_size(n_query: int, n_gallery: int, num_threads: int = 1, budget_bytes: int = 256 * 2**20) -> int:
     "Queries per block: one float32 block per worker within `budget_bytes` in all, and a block for every worker."
     per_worker = budget_bytes // (4 * n_gallery * num_threads)
@@ -112,22 +112,20 @@ def query_blocks(query: np.ndarray, gallery: np.ndarray, block_size: int, num_th
         kernel(start, stop, np.matmul(query[start:stop], gallery.T, out=sims))
     run_tasks(range(0, len(query), block_size), work, num_threads)
 
-# %% ../nbs/01_metrics.ipynb #5b88445c
+# %% ../nbs/01_metrics.ipynb #9625a4c8
 def check_block_size(block_size, n_query: int, n_gallery: int, num_threads: int = 1) -> int:
     "A user's `block_size` (None for `auto_block_size`), checked."
     if block_size is None: return auto_block_size(n_query, n_gallery, num_threads)
-    if isinstance(block_size, (bool, np.bool_)) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-        raise ValueError(f"block_size must be a positive integer or None, got {block_size!r}")
-    return int(block_size)
+    return check_int(block_size, "block_size (or None)")
 
-# %% ../nbs/01_metrics.ipynb #e1e246db
+# %% ../nbs/01_metrics.ipynb #b8f239c0
 def group_by_label(labels: np.ndarray) -> tuple:
     "(sorted unique labels, offsets, indices): items with label `u[c]` are `indices[offsets[c]:offsets[c+1]]`, ascending."
     order = np.argsort(labels, kind="stable").astype(np.int64)
     uniq, counts = np.unique(labels[order], return_counts=True)
     return uniq.astype(np.int64), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), order
 
-# %% ../nbs/01_metrics.ipynb #a645902e
+# %% ../nbs/01_metrics.ipynb #4546f7df
 def zero_stats(n: int) -> dict:
     "The per-query arrays of `ranking_stats`, zeroed, in the order the kernels take them."
     out = {k: np.zeros(n, np.int64) for k in ("n_pos", "first_rank", "last_rank")}
@@ -142,7 +140,7 @@ def blocked_stats(q, g, ql, gl, qi, gi, block_size: int, num_threads: int) -> di
     query_blocks(q, g, block_size, num_threads, rank)
     return out
 
-# %% ../nbs/01_metrics.ipynb #aa081174
+# %% ../nbs/01_metrics.ipynb #1ad688c3
 def class_layout(labels: np.ndarray, ids=None) -> tuple:
     "(order, class_start, class_end, n_pos) of items sorted by label; n_pos leaves out same-id items."
     _, offsets, order = group_by_label(labels)
@@ -152,7 +150,7 @@ def class_layout(labels: np.ndarray, ids=None) -> tuple:
     _, inv, same = np.unique(np.stack([labels[order], ids[order]]), axis=1, return_inverse=True, return_counts=True)
     return order, start, end, (end - start - same[inv.ravel()]).astype(np.int64)
 
-# %% ../nbs/01_metrics.ipynb #03623915
+# %% ../nbs/01_metrics.ipynb #31297205
 def symmetric_stats(x, labels, ids=None, tile_size: int = 512, num_threads: int = 1, max_pairs: int = 2**25):
     "`ranking_stats` of `x` against itself from half the similarity matrix; None when positives exceed `max_pairs`."
     ext, tile_size = compiled("_retrieval"), min(tile_size, len(x))
@@ -194,7 +192,7 @@ def symmetric_stats(x, labels, ids=None, tile_size: int = 512, num_threads: int 
     for k, v in sorted_out.items(): out[k][order] = v
     return out
 
-# %% ../nbs/01_metrics.ipynb #2f738060
+# %% ../nbs/01_metrics.ipynb #c9185c29
 def stats_of_prepared(q, g, ql, gl, qi, gi, block_size=None, num_threads=None) -> dict:
     "`ranking_stats` of inputs already checked by `prepare`: the symmetric path when query == gallery."
     if ql is None: raise ValueError("query_labels and gallery_labels are required")
@@ -210,7 +208,7 @@ def ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, 
     prepared = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
     return stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads)
 
-# %% ../nbs/01_metrics.ipynb #32a659c2
+# %% ../nbs/01_metrics.ipynb #bbf0f3e9
 PER_QUERY_METRICS = {  # metric name -> its per-query value, from the arrays of `ranking_stats`
     "mAP": lambda s: s["ap"],
     "mAP@R": lambda s: s["ap_at_r"],
@@ -225,7 +223,7 @@ def check_topk(topk, n_gallery: int) -> tuple:
         raise ValueError(f"topk must be integers from 1 to the gallery size ({n_gallery}), got {topk!r}")
     return tuple(int(k) for k in ks)
 
-# %% ../nbs/01_metrics.ipynb #09d31d51
+# %% ../nbs/01_metrics.ipynb #8dbfe5f9
 def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                       topk=(1, 5), metrics=("recall", "mAP"), normalize: bool = True,
                       block_size: int = None, num_threads: int = None) -> dict:
@@ -245,7 +243,7 @@ def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=No
         else: out[m] = float(np.mean(PER_QUERY_METRICS[m](s)[valid]))
     return out | {"num_queries": len(valid), "num_skipped_queries": int((~valid).sum())}
 
-# %% ../nbs/01_metrics.ipynb #3c1f0096
+# %% ../nbs/01_metrics.ipynb #6b9b4a7a
 def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: bool = True,
         block_size: int = None, num_threads: int = None) -> tuple:
     "Exact top-`k` gallery items of every query: (scores [Q, k] float32, indices [Q, k] int64), best first."
@@ -261,7 +259,7 @@ def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: boo
     query_blocks(q, g, check_block_size(block_size, len(q), len(g), nt), nt, top)
     return scores, index
 
-# %% ../nbs/01_metrics.ipynb #8e418065
+# %% ../nbs/01_metrics.ipynb #609bf2ce
 def reference_ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
                             normalize: bool = True) -> dict:
     "Plain NumPy oracle for `ranking_stats`: full similarity matrix and a stable sort of each row."

@@ -6,7 +6,7 @@
 __all__ = ['SAMPLERS', 'SAMPLE_METHODS', 'group_labels', 'check_batch_shape', 'check_reweighting', 'class_probabilities',
            'sample_classes', 'sample_within', 'distributed_env', 'PKSampler']
 
-# %% ../nbs/06_sampler.ipynb #17781ccf
+# %% ../nbs/06_sampler.ipynb #f532b4ab
 import math
 import numbers
 import os
@@ -15,20 +15,12 @@ import warnings
 
 import numpy as np
 
-from .core import Registry
+from .core import Registry, check_int
 
-# %% ../nbs/06_sampler.ipynb #b3cececb
+# %% ../nbs/06_sampler.ipynb #2db159de
 SAMPLERS = Registry("sampler")
 
-# %% ../nbs/06_sampler.ipynb #d1453826
-def _int(value, name: str, min_value: int = 1) -> int:
-    "`value` as an int if it is an integer (not a bool) >= `min_value`, else a ValueError naming `name`."
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < min_value:
-        what = "a positive integer" if min_value == 1 else f"an integer >= {min_value}"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return int(value)
-
-# %% ../nbs/06_sampler.ipynb #d5d85627
+# %% ../nbs/06_sampler.ipynb #f96c5364
 def group_labels(labels) -> dict:
     "Map each distinct label, in order of first appearance, to the list of indices of its images."
     if isinstance(labels, np.ndarray):
@@ -41,10 +33,10 @@ def group_labels(labels) -> dict:
     except TypeError as e: raise TypeError(f"labels must be hashable values such as ints or strings: {e}") from e
     return groups
 
-# %% ../nbs/06_sampler.ipynb #0acc319c
+# %% ../nbs/06_sampler.ipynb #665dc7f5
 def check_batch_shape(num_classes: int, batch_size: int, sample_per_id: int) -> int:
     "P, the classes per batch, after checking that `batch_size` splits into P classes x `sample_per_id` images."
-    K = _int(sample_per_id, "sample_per_id"); B = _int(batch_size, "batch_size")
+    K = check_int(sample_per_id, "sample_per_id"); B = check_int(batch_size, "batch_size")
     if B % K:
         lo = max(K, B // K * K)
         raise ValueError(f"batch_size ({B}) must be a multiple of sample_per_id ({K}), since a batch is P classes "
@@ -58,7 +50,7 @@ def check_batch_shape(num_classes: int, batch_size: int, sample_per_id: int) -> 
                          f"{num_classes * K}, a multiple of {K} (or a smaller sample_per_id)")
     return B // K
 
-# %% ../nbs/06_sampler.ipynb #ead52af3
+# %% ../nbs/06_sampler.ipynb #7d168edf
 def check_reweighting(id_list, ratio, num_classes: int) -> list:
     "`id_list`/`ratio` as a list of `((start, end), ratio)`, after checking them against `num_classes` classes."
     if not id_list and not ratio: return []
@@ -67,7 +59,7 @@ def check_reweighting(id_list, ratio, num_classes: int) -> list:
         raise ValueError(f"id_list must hold pairs [start, end, start, end, ...] of class positions, got {len(id_list)} values")
     if len(ratio) != len(id_list) // 2:
         raise ValueError(f"ratio needs one value per id_list pair: {len(id_list) // 2} pair(s) but {len(ratio)} ratio(s)")
-    pairs = [(_int(id_list[i], f"id_list[{i}]", 0), _int(id_list[i + 1], f"id_list[{i + 1}]", 0)) for i in range(0, len(id_list), 2)]
+    pairs = [(check_int(id_list[i], f"id_list[{i}]", 0), check_int(id_list[i + 1], f"id_list[{i + 1}]", 0)) for i in range(0, len(id_list), 2)]
     for (s, e), r in zip(pairs, ratio):
         if s > e: raise ValueError(f"id_list pair [{s}, {e}] has start > end")
         if e >= num_classes:  # as in PaddleClas, positions that do not exist are not re-weighted; but say so
@@ -82,7 +74,7 @@ def check_reweighting(id_list, ratio, num_classes: int) -> list:
         if s1 <= e0: raise ValueError(f"id_list pairs [{s0}, {e0}] and [{s1}, {e1}] overlap")
     return [(p, float(r)) for p, r in zip(pairs, ratio)]
 
-# %% ../nbs/06_sampler.ipynb #0830ddf7
+# %% ../nbs/06_sampler.ipynb #fb7b17ce
 SAMPLE_METHODS = {"id_avg_prob": "every class equally likely",
                   "sample_avg_prob": "classes in proportion to their number of images"}
 
@@ -100,14 +92,14 @@ def class_probabilities(sizes, # Number of images of each class, in `label_list`
     for (s, e), r in check_reweighting(id_list, ratio, len(sizes)): p[s:e + 1] *= r
     return p / p.sum()
 
-# %% ../nbs/06_sampler.ipynb #853d21aa
+# %% ../nbs/06_sampler.ipynb #f54ede3e
 def sample_classes(rng: np.random.Generator, prob: np.ndarray, num: int) -> np.ndarray:
     "`num` distinct class positions drawn successively without replacement with probabilities `prob`, in draw order."
     keys = rng.standard_exponential(len(prob)) / prob
     top = np.argpartition(keys, num - 1)[:num] if num < len(prob) else np.arange(len(prob))
     return top[np.argsort(keys[top], kind="stable")]
 
-# %% ../nbs/06_sampler.ipynb #5db0f8b5
+# %% ../nbs/06_sampler.ipynb #2b48a239
 def sample_within(rng: np.random.Generator, sizes: np.ndarray, k: int) -> np.ndarray:
     "[len(sizes), k] positions in range(n) for each class size n: k distinct ones if n >= k, else all n and k - n repeats."
     sizes = np.asarray(sizes, dtype=np.int64)
@@ -123,7 +115,7 @@ def sample_within(rng: np.random.Generator, sizes: np.ndarray, k: int) -> np.nda
         out[small] = np.where(j < n, j, (rng.random((len(n), k)) * n).astype(np.int64))
     return out
 
-# %% ../nbs/06_sampler.ipynb #da1c7301
+# %% ../nbs/06_sampler.ipynb #573fed93
 def distributed_env() -> tuple:
     "(rank, world_size) of this process, from paddle.distributed if paddle is imported and initialised, else the launcher's environment, else (0, 1)."
     dist = getattr(sys.modules.get("paddle"), "distributed", None)
@@ -133,7 +125,7 @@ def distributed_env() -> tuple:
         return int(os.environ["PADDLE_TRAINER_ID"]), int(os.environ["PADDLE_TRAINERS_NUM"])
     return 0, 1
 
-# %% ../nbs/06_sampler.ipynb #02f102b1
+# %% ../nbs/06_sampler.ipynb #efe11cbd
 @SAMPLERS.register
 class PKSampler:
     "Batches of P = batch_size / sample_per_id classes x sample_per_id images each, as lists of indices into `labels`."
@@ -159,10 +151,10 @@ class PKSampler:
         self._members = np.concatenate([np.asarray(v, dtype=np.int64) for v in self.label_dict.values()])
         self._starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
         self.num_samples, self.shuffle, self.drop_last = len(self._members), bool(shuffle), bool(drop_last)
-        self.seed, self.epoch = _int(seed, "seed", 0), 0
-        self._rank = None if rank is None else _int(rank, "rank", 0)
-        self._world_size = None if world_size is None else _int(world_size, "world_size")
-        self.total_epochs = None if total_epochs is None else _int(total_epochs, "total_epochs")
+        self.seed, self.epoch = check_int(seed, "seed", 0), 0
+        self._rank = None if rank is None else check_int(rank, "rank", 0)
+        self._world_size = None if world_size is None else check_int(world_size, "world_size")
+        self.total_epochs = None if total_epochs is None else check_int(total_epochs, "total_epochs")
         self.ranks()
 
     def ranks(self) -> tuple:
@@ -175,7 +167,7 @@ class PKSampler:
 
     def set_epoch(self, epoch: int):
         "Draw the batches of epoch `epoch` on the next iteration (call it at the start of every epoch)."
-        self.epoch = _int(epoch, "epoch", 0)
+        self.epoch = check_int(epoch, "epoch", 0)
 
     def __len__(self) -> int:
         "Batches per epoch and rank: ceil(ceil(N / world_size) / batch_size), rounded down with `drop_last`."
