@@ -44,6 +44,15 @@ extensions = [
         extra_link_args=omp_link,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     ),
+    setuptools.Extension(
+        "feature_extraction._augment",
+        sources=["csrc/_augment.pyx"],
+        include_dirs=["csrc", np.get_include()],
+        language="c++",
+        extra_compile_args=cpp_flags + omp_compile,
+        extra_link_args=omp_link,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    ),
 ]
 
 setuptools.setup(
