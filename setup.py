@@ -34,26 +34,20 @@ else:
     omp_compile, omp_link = ["-fopenmp"], ["-fopenmp"]
 cpp_flags = ["/std:c++17", "/O2"] if sys.platform == "win32" else ["-std=c++17", "-O3"]
 
-extensions = [
-    setuptools.Extension(
-        "feature_extraction._retrieval",
-        sources=["csrc/_retrieval.pyx"],
+def extension(name: str) -> setuptools.Extension:
+    "The compiled module `feature_extraction.<name>` from `csrc/<name>.pyx` and the headers beside it."
+    return setuptools.Extension(
+        f"feature_extraction.{name}",
+        sources=[f"csrc/{name}.pyx"],
         include_dirs=["csrc", np.get_include()],
         language="c++",
         extra_compile_args=cpp_flags + omp_compile,
         extra_link_args=omp_link,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    ),
-    setuptools.Extension(
-        "feature_extraction._augment",
-        sources=["csrc/_augment.pyx"],
-        include_dirs=["csrc", np.get_include()],
-        language="c++",
-        extra_compile_args=cpp_flags + omp_compile,
-        extra_link_args=omp_link,
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    ),
-]
+    )
+
+
+extensions = [extension("_retrieval"), extension("_augment")]
 
 setuptools.setup(
     name=cfg["lib_name"],
