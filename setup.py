@@ -47,7 +47,7 @@ def extension(name: str) -> setuptools.Extension:
     )
 
 
-extensions = [extension("_retrieval"), extension("_augment")]
+extensions = [extension("_retrieval"), extension("_augment"), extension("_decode")]
 
 setuptools.setup(
     name=cfg["lib_name"],

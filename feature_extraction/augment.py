@@ -4,55 +4,96 @@
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BORDERS', 'resize_map', 'flip_map', 'pad_map', 'crop_map', 'rotation_map', 'compose',
-           'check_warp_args', 'warp_normalize_batch', 'reference_warp_normalize_batch', 'random_affine']
+           'clip_window', 'window_weights', 'check_warp_args', 'check_out', 'check_windows', 'warp_normalize_batch',
+           'reference_warp_normalize_batch', 'random_affine']
 
-# %% ../nbs/08_augment.ipynb #d173fe9b
+# %% ../nbs/08_augment.ipynb #8cb20651
 import math
 
 import numpy as np
 
 from .core import check_int, check_real, compiled, resolve_num_threads
 
-# %% ../nbs/08_augment.ipynb #d100c17b
-def _affine(a, b, c, d, e, f) -> np.ndarray: return np.array([[a, b, c], [d, e, f], [0, 0, 1]], np.float64)
+# %% ../nbs/08_augment.ipynb #a1fb5248
+def _affine(a, b, c, d, e, f) -> np.ndarray:
+    "3x3 affine matrices `[[a, b, c], [d, e, f], [0, 0, 1]]`, broadcast over array arguments: shape [..., 3, 3]."
+    a, b, c, d, e, f = np.broadcast_arrays(*[np.asarray(v, np.float64) for v in (a, b, c, d, e, f)])
+    m = np.zeros(a.shape + (3, 3))
+    m[..., 0, 0], m[..., 0, 1], m[..., 0, 2], m[..., 1, 0], m[..., 1, 1], m[..., 1, 2] = a, b, c, d, e, f
+    m[..., 2, 2] = 1
+    return m
 
-def resize_map(src_hw: tuple,  # (height, width) of the source
-               dst_hw: tuple,  # (height, width) of the result
-              ) -> np.ndarray:  # 3x3 forward map
+def _hw(hw):
+    "(heights, widths) of a (height, width) pair or an [..., 2] array of them."
+    hw = np.asarray(hw, np.float64)
+    return hw[..., 0], hw[..., 1]
+
+# %% ../nbs/08_augment.ipynb #211003f9
+def resize_map(src_hw,  # (height, width) of the source, or [B, 2]
+               dst_hw,  # (height, width) of the result, or [B, 2]
+              ) -> np.ndarray:  # 3x3 (or [B, 3, 3]) forward map
     "Forward map of `cv2.resize(src, (w, h))` with INTER_LINEAR: source x goes to (x + 0.5) / s - 0.5, s = W_src / W_dst."
-    (H, W), (h, w) = src_hw, dst_hw
+    (H, W), (h, w) = _hw(src_hw), _hw(dst_hw)
     sx, sy = W / w, H / h
     return _affine(1 / sx, 0, 0.5 / sx - 0.5, 0, 1 / sy, 0.5 / sy - 0.5)
 
-def flip_map(width: int) -> np.ndarray:
-    "Forward map of a horizontal flip of an image `width` pixels wide: x goes to width - 1 - x."
-    return _affine(-1, 0, width - 1, 0, 1, 0)
+def flip_map(width, vertical_height=None) -> np.ndarray:
+    "Forward map of a horizontal flip of an image `width` pixels wide (x goes to width - 1 - x); with `vertical_height`, a vertical flip instead."
+    if vertical_height is not None: return _affine(1, 0, 0, 0, -1, np.asarray(vertical_height) - 1)
+    return _affine(-1, 0, np.asarray(width) - 1, 0, 1, 0)
 
-def pad_map(top: float, left: float = None) -> np.ndarray:
+def pad_map(top, left=None) -> np.ndarray:
     "Forward map of padding by `top` rows and `left` columns (`left` defaults to `top`): a translation."
     left = top if left is None else left
     return _affine(1, 0, left, 0, 1, top)
 
-def crop_map(top: float, left: float) -> np.ndarray:
+def crop_map(top, left) -> np.ndarray:
     "Forward map of a crop whose top-left corner is (`top`, `left`) in the source: a translation by minus that."
-    return _affine(1, 0, -left, 0, 1, -top)
+    return _affine(1, 0, -np.asarray(left), 0, 1, -np.asarray(top))
 
-def rotation_map(angle_deg: float,  # counter-clockwise on screen, as OpenCV
-                 hw: tuple,         # (height, width) of the image, rotated about (w/2, h/2)
+# %% ../nbs/08_augment.ipynb #bd0782bf
+def rotation_map(angle_deg,  # counter-clockwise on screen, as OpenCV (a number or [B])
+                 hw,         # (height, width) of the image (or [B, 2]), rotated about (w/2, h/2)
                 ) -> np.ndarray:
     "Forward map of `cv2.getRotationMatrix2D((w / 2, h / 2), angle_deg, 1)`, the centre Paddle's cv2 backend uses."
-    h, w = hw
+    h, w = _hw(hw)
     cx, cy = w / 2, h / 2
-    a, b = math.cos(math.radians(angle_deg)), math.sin(math.radians(angle_deg))
+    rad = np.radians(np.asarray(angle_deg, np.float64))
+    a, b = np.cos(rad), np.sin(rad)
     return _affine(a, b, (1 - a) * cx - b * cy, -b, a, b * cx + (1 - a) * cy)
 
 def compose(*maps) -> np.ndarray:
-    "The output → source 2x3 map (what the kernel takes) of applying the forward `maps` in the order given."
+    "The output → source 2x3 map (what the kernel takes; [B, 2, 3] for stacks) of applying the forward `maps` in order."
     fwd = np.eye(3)
     for m in maps: fwd = np.asarray(m, np.float64) @ fwd
-    return np.ascontiguousarray(np.linalg.inv(fwd)[:2])
+    return np.ascontiguousarray(np.linalg.inv(fwd)[..., :2, :])
 
-# %% ../nbs/08_augment.ipynb #36f4d3b6
+# %% ../nbs/08_augment.ipynb #8972e611
+def clip_window(to_frame,   # 2x3 map (or [B, 2, 3]): output pixel -> the step's output frame
+                frame_hw,   # (height, width) of that frame (or [B, 2]), where points are clamped
+                to_input,   # 2x3 map (or [B, 2, 3]): that frame -> the step's input frame
+                input_hw,   # (height, width) of the input frame (or [B, 2]): black lies outside it
+               ) -> np.ndarray:  # 16 float64 (or [B, 16]), the kernel's layout
+    "One clip window for `warp_normalize_batch`: black outside `input_hw`, seen through a clamp to `frame_hw`."
+    a, b = np.asarray(to_frame, np.float64)[..., :2, :], np.asarray(to_input, np.float64)[..., :2, :]
+    (fh, fw), (ih, iw) = _hw(frame_hw), _hw(input_hw)
+    lead = np.broadcast_shapes(a.shape[:-2], b.shape[:-2], fh.shape, ih.shape)
+    cols = [np.broadcast_to(a, lead + (2, 3)).reshape(lead + (6,)), np.broadcast_to(fw, lead)[..., None],
+            np.broadcast_to(fh, lead)[..., None], np.broadcast_to(b, lead + (2, 3)).reshape(lead + (6,)),
+            np.broadcast_to(iw, lead)[..., None], np.broadcast_to(ih, lead)[..., None]]
+    return np.concatenate(cols, -1)
+
+def window_weights(windows, out_hw) -> np.ndarray:
+    "The [h, w] weights that the clip `windows` ([k, 16]) give the output pixels (NumPy; what the kernel computes)."
+    ys, xs = np.mgrid[0:out_hw[0], 0:out_hw[1]].astype(np.float64)
+    weight = np.ones(out_hw)
+    for r in np.asarray(windows, np.float64).reshape(-1, 16):
+        u = np.clip(r[0] * xs + r[1] * ys + r[2], 0, r[6] - 1); v = np.clip(r[3] * xs + r[4] * ys + r[5], 0, r[7] - 1)
+        X, Y = r[8] * u + r[9] * v + r[10], r[11] * u + r[12] * v + r[13]
+        weight *= np.clip(np.minimum(X + 1, r[14] - X), 0, 1) * np.clip(np.minimum(Y + 1, r[15] - Y), 0, 1)
+    return weight
+
+# %% ../nbs/08_augment.ipynb #3bc1dfc3
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 BORDERS = ("constant", "replicate")
@@ -65,6 +106,9 @@ def _check_image(img, i: int) -> np.ndarray:
                          "e.g. np.repeat(img[..., None], 3, axis=2)")
     if img.ndim != 3 or img.shape[2] != 3: raise ValueError(f"images[{i}] must be H x W x 3 (RGB), got shape {img.shape}")
     if img.shape[0] == 0 or img.shape[1] == 0: raise ValueError(f"images[{i}] is empty, shape {img.shape}")
+    if img.nbytes >= 2**31 - 1:  # the kernel's byte offsets are int32
+        raise ValueError(f"images[{i}] is {img.nbytes} bytes, shape {img.shape}: the kernel takes images under 2 GiB; "
+                         "decode it reduced (data.decode_image's reduce_to) or resize it first")
     return np.ascontiguousarray(img)
 
 def _check_channels(value, name: str) -> np.ndarray:
@@ -94,7 +138,37 @@ def check_warp_args(images, matrices, out_size, mean, std, scale, border):
     if border not in BORDERS: raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
     return images, m, (h, w), mean, std, scale
 
-# %% ../nbs/08_augment.ipynb #ecfd7137
+def check_out(out, shape: tuple) -> np.ndarray:
+    "`out` if it is a float32 C-contiguous array of `shape` (a new one if None), else an error saying what is wrong."
+    if out is None: return np.empty(shape, np.float32)
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape or not out.flags.c_contiguous:
+        got = f"{type(out).__name__} {getattr(out, 'dtype', '')} {getattr(out, 'shape', '')}"
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}, got {got}")
+    if not out.flags.writeable: raise ValueError("out is read-only")
+    return out
+
+def check_windows(windows, n: int):
+    """`windows` packed as [n, K, 16] with each image's windows first, and their counts [n]. `windows` is None, a list
+    of n entries (None or a [k, 16] array of `clip_window` rows), or the same as one [n, K, 16] array whose rows of
+    zeros are unused."""
+    if windows is None: return np.zeros((n, 0, 16)), np.zeros(n, np.int64)
+    if isinstance(windows, np.ndarray) and windows.ndim == 3:
+        packed = np.asarray(windows, np.float64)
+        if packed.shape[0] != n or packed.shape[2] != 16: raise ValueError(f"windows must be [{n}, K, 16], got {packed.shape}")
+    else:
+        if len(windows) != n: raise ValueError(f"{n} images but {len(windows)} window lists")
+        rows = [np.zeros((0, 16)) if w is None else np.asarray(w, np.float64).reshape(-1, 16) for w in windows]
+        packed = np.zeros((n, max((len(r) for r in rows), default=0), 16))
+        for i, r in enumerate(rows): packed[i, :len(r)] = r
+    used = (packed != 0).any(2)
+    bad = used & ~np.isfinite(packed).all(2)
+    if bad.any(): raise ValueError(f"windows[{np.argwhere(bad)[0, 0]}] must be finite (found NaN or inf)")
+    bad = used & (packed[:, :, [6, 7, 14, 15]] < 1).any(2)
+    if bad.any(): raise ValueError(f"windows[{np.argwhere(bad)[0, 0]}]: frame sizes must be >= 1, got {packed[bad][0, [6, 7, 14, 15]].tolist()}")
+    order = np.argsort(~used, axis=1, kind="stable")  # each image's windows first
+    return np.ascontiguousarray(np.take_along_axis(packed, order[:, :, None], 1)), used.sum(1).astype(np.int64)
+
+# %% ../nbs/08_augment.ipynb #b963911b
 def warp_normalize_batch(images,                # B uint8 RGB H x W x 3 arrays (any sizes), or a [B, H, W, 3] array
                          matrices,              # [B, 2, 3] output -> source affine maps (see `compose`)
                          out_size: tuple,       # (h, w) of the output
@@ -104,31 +178,39 @@ def warp_normalize_batch(images,                # B uint8 RGB H x W x 3 arrays (
                          num_threads: int = None,  # None: `core.default_num_threads()`
                          border: str = "constant",  # "constant" (0 outside, cv2.warpAffine) or "replicate" (cv2.resize)
                          round_values: bool = True,  # round the sample to an integer level, as a uint8 pipeline does
-                        ) -> np.ndarray:        # [B, 3, h, w] float32
-    "Warp, sample bilinearly, normalise and transpose a batch of images in one compiled pass."
+                         windows=None,          # per image None or [k, 16] `clip_window` rows: black outside them
+                         out=None,              # a float32 C-contiguous [B, 3, h, w] array to fill; None: a new one
+                        ) -> np.ndarray:        # [B, 3, h, w] float32 (`out` if given)
+    "Warp, sample bilinearly, clip, normalise and transpose a batch of images in one compiled pass."
     images, m, (h, w), mean, std, scale = check_warp_args(images, matrices, out_size, mean, std, scale, border)
+    packed, counts = check_windows(windows, len(images))
     n = resolve_num_threads(num_threads)
-    out = np.empty((len(images), 3, h, w), np.float32)
-    compiled("_augment").warp_normalize(images, m, mean.astype(np.float32), std.astype(np.float32), scale,
-                                        border == "replicate", bool(round_values), n, out)
+    out = check_out(out, (len(images), 3, h, w))
+    compiled("_augment").warp_normalize(images, m, packed, counts, mean.astype(np.float32), std.astype(np.float32),
+                                        scale, border == "replicate", bool(round_values), n, out)
     return out
 
-# %% ../nbs/08_augment.ipynb #92fa8347
+# %% ../nbs/08_augment.ipynb #5f592aad
 def reference_warp_normalize_batch(images, matrices, out_size: tuple, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                                    scale: float = 1 / 255, num_threads: int = None, border: str = "constant",
-                                   round_values: bool = True) -> np.ndarray:
+                                   round_values: bool = True, windows=None) -> np.ndarray:
     "Plain OpenCV/NumPy version of `warp_normalize_batch` (one `cv2.warpAffine` per image), for tests."
     import cv2
     images, m, (h, w), mean, std, scale = check_warp_args(images, matrices, out_size, mean, std, scale, border)
+    packed, counts = check_windows(windows, len(images))
     mode = cv2.BORDER_CONSTANT if border == "constant" else cv2.BORDER_REPLICATE
     out = np.empty((len(images), 3, h, w), np.float32)
     for i, (img, M) in enumerate(zip(images, m)):
-        src = img if round_values else img.astype(np.float32)  # uint8 in, uint8 (rounded) out
+        clipped = counts[i] > 0
+        src = img if round_values and not clipped else img.astype(np.float32)  # uint8 in: OpenCV rounds
         v = cv2.warpAffine(src, M, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=mode, borderValue=0)
+        if clipped:
+            v = v * window_weights(packed[i, :counts[i]], (h, w))[:, :, None]
+            if round_values: v = np.floor(v + 0.5)
         out[i] = ((v.astype(np.float64) * scale - mean) / std).transpose(2, 0, 1)
     return out
 
-# %% ../nbs/08_augment.ipynb #37fca616
+# %% ../nbs/08_augment.ipynb #bf434c2c
 def random_affine(rng, src_hw, out_hw) -> np.ndarray:
     "A random output -> source map: scale, rotation, shear, flip and a shift that may leave the image."
     H, W = src_hw

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['DATASETS', 'LabelFile', 'LabelFileError', 'read_label_file', 'LabelFileDataset', 'ImageNetDataset', 'VeriWild',
-           'ImageDecodeError', 'decode_image', 'load_image']
+           'ImageDecodeError', 'reference_jpeg_info', 'jpeg_info', 'decode_image', 'load_image']
 
-# %% ../nbs/07_data.ipynb #f585eafd
+# %% ../nbs/07_data.ipynb #9fa680da
 import os
 import re
 from collections import Counter
@@ -16,9 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .core import Registry
+from .core import Registry, compiled
 
-# %% ../nbs/07_data.ipynb #0c4a1968
+# %% ../nbs/07_data.ipynb #8fada66b
 @dataclass
 class LabelFile:
     "The samples of a label file: absolute image `paths`, int64 `labels`, optional int64 `unique_ids`."
@@ -35,7 +35,7 @@ class LabelFile:
         ids = "with unique ids" if self.unique_ids is not None else "no unique ids"
         return f"LabelFile({self.source!r}: {len(self)} images, {self.num_classes} classes, {ids})"
 
-# %% ../nbs/07_data.ipynb #8129d14b
+# %% ../nbs/07_data.ipynb #e0c70e15
 class LabelFileError(ValueError):
     "Bad lines of a label file; `errors` holds every `(line_number, message, text)`, `source` the file."
     def __init__(self, source, errors, max_shown: int = 20):
@@ -45,7 +45,7 @@ class LabelFileError(ValueError):
         super().__init__(f"{self.source}: {len(self.errors)} bad line{'s' * (len(self.errors) != 1)}:\n"
                          + "\n".join(shown))
 
-# %% ../nbs/07_data.ipynb #8f01b26a
+# %% ../nbs/07_data.ipynb #a6a6a11d
 _INT = re.compile(r"[+-]?[0-9]+")
 
 def _parse_int(text):
@@ -61,7 +61,7 @@ def _split_lines(text: str, delimiter=None):
         if not s or s.startswith("#"): continue
         yield n, ([f.strip() for f in s.split(delimiter)] if delimiter is not None else s.split()), line
 
-# %% ../nbs/07_data.ipynb #66646045
+# %% ../nbs/07_data.ipynb #ddb0a3dc
 def _check_lines(rows, image_root, relabel, check_files):
     "Parse `rows` from `_split_lines`: `(paths, labels, unique_ids or None, errors)`."
     counts = Counter(len(f) for _, f, _ in rows if len(f) in (2, 3))
@@ -84,7 +84,7 @@ def _check_lines(rows, image_root, relabel, check_files):
         paths.append(path); labels.append(label)
     return paths, labels, (ids if ncols == 3 else None), errors
 
-# %% ../nbs/07_data.ipynb #2ed2fdc4
+# %% ../nbs/07_data.ipynb #8c1f088e
 def read_label_file(path,                   # the label file, UTF-8
                     image_root=None,        # folder the image paths are relative to (default: the label file's)
                     delimiter=None,         # column separator, e.g. "\t"; None: any run of whitespace
@@ -106,7 +106,7 @@ def read_label_file(path,                   # the label file, UTF-8
         labels = np.searchsorted(classes, labels).astype(np.int64)
     return LabelFile(paths, labels, None if ids is None else np.asarray(ids, dtype=np.int64), label_map, str(path))
 
-# %% ../nbs/07_data.ipynb #924c5025
+# %% ../nbs/07_data.ipynb #2ee409ee
 DATASETS = Registry("dataset")
 
 class LabelFileDataset:
@@ -131,7 +131,7 @@ class LabelFileDataset:
         return (img, label) if self.unique_ids is None else (img, label, int(self.unique_ids[i]))
     def __repr__(self): return f"{type(self).__name__}({self.label_file!r})"
 
-# %% ../nbs/07_data.ipynb #1d8aee6f
+# %% ../nbs/07_data.ipynb #a8a88eab
 @DATASETS.register
 class ImageNetDataset(LabelFileDataset):
     "PaddleClas's training data set: `path label` lines split on a single space by default."
@@ -142,14 +142,14 @@ class VeriWild(LabelFileDataset):
     "PaddleClas's query/gallery data set: `path label [unique_id]` lines split on any whitespace."
     default_delimiter = None
 
-# %% ../nbs/07_data.ipynb #60d902ee
+# %% ../nbs/07_data.ipynb #a5868d9d
 class ImageDecodeError(ValueError):
     "The bytes are not a decodable image (empty, truncated, corrupt, or not an image format OpenCV reads)."
 
-# %% ../nbs/07_data.ipynb #e17813c9
+# %% ../nbs/07_data.ipynb #8d6e695e
 _SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC}
 
-def _jpeg_info(data: bytes):
+def reference_jpeg_info(data: bytes):
     "`(height, width, complete, has_exif)` of a JPEG from its headers, or None if the headers are not readable."
     i, size, exif = 2, None, False
     while i + 4 <= len(data):
@@ -165,7 +165,11 @@ def _jpeg_info(data: bytes):
         i += 2 + n
     return None
 
-# %% ../nbs/07_data.ipynb #0ecec7f4
+def jpeg_info(data: bytes):
+    "`(height, width, complete, has_exif)` of a JPEG from its headers, or None if the headers are not readable (compiled)."
+    return compiled("_decode").jpeg_info(data)
+
+# %% ../nbs/07_data.ipynb #f784cb70
 def _reduction(h, w, exif, reduce_to):
     "The `IMREAD_*` flag that decodes an `h x w` JPEG to at least `reduce_to`."
     th, tw = reduce_to
@@ -173,7 +177,13 @@ def _reduction(h, w, exif, reduce_to):
         if h >= k * th and w >= k * tw and (not exif or (h >= k * tw and w >= k * th)): return flag
     return cv2.IMREAD_COLOR
 
-# %% ../nbs/07_data.ipynb #7cfdb0b6
+_IMREAD_RGB = getattr(cv2, "IMREAD_COLOR_RGB", None)  # OpenCV >= 4.10
+
+def _rgb_flag(flag: int) -> int:
+    "`flag` (IMREAD_COLOR or IMREAD_REDUCED_COLOR_*) asking for RGB output, which saves a copy, where OpenCV can."
+    return flag if _IMREAD_RGB is None else (flag & ~cv2.IMREAD_COLOR) | _IMREAD_RGB
+
+# %% ../nbs/07_data.ipynb #4b42c0a3
 def _to_rgb8(img: np.ndarray) -> np.ndarray:
     "OpenCV's BGR / BGRA / grey image of uint8 or uint16 as RGB uint8, alpha composited on white."
     if img.dtype == np.uint16: img = (img >> 8).astype(np.uint8)
@@ -187,7 +197,7 @@ def _to_rgb8(img: np.ndarray) -> np.ndarray:
     if img.shape[2] == 3: return np.ascontiguousarray(img[:, :, ::-1])
     raise ImageDecodeError(f"unsupported number of channels: {c}")
 
-# %% ../nbs/07_data.ipynb #81803cba
+# %% ../nbs/07_data.ipynb #24ed60ea
 def decode_image(data,            # the bytes of an image file (bytes, bytearray, memoryview or uint8 array)
                  reduce_to=None,  # (h, w): decode a large JPEG at 1/2, 1/4 or 1/8 size, still at least (h, w)
                 ) -> np.ndarray:  # RGB uint8, shape (H, W, 3)
@@ -196,23 +206,25 @@ def decode_image(data,            # the bytes of an image file (bytes, bytearray
     if not data: raise ImageDecodeError("empty data (0 bytes)")
     buf = np.frombuffer(data, np.uint8)
     if data[:3] == b"\xff\xd8\xff":
-        info = _jpeg_info(data)
+        info = jpeg_info(data)
         if info is None: raise ImageDecodeError("corrupt JPEG: the headers are unreadable or cut off")
         h, w, complete, exif = info
         if not complete: raise ImageDecodeError(f"truncated JPEG ({len(data)} bytes): no end-of-image marker")
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR if reduce_to is None else _reduction(h, w, exif, reduce_to))
+        flag = cv2.IMREAD_COLOR if reduce_to is None else _reduction(h, w, exif, reduce_to)
+        img = cv2.imdecode(buf, _rgb_flag(flag))
     else: img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageDecodeError(f"OpenCV cannot decode these {len(data)} bytes (starting {data[:8]!r}): corrupt, "
                                "truncated or not an image")
-    return _to_rgb8(img)
+    return img if data[:3] == b"\xff\xd8\xff" and _IMREAD_RGB is not None else _to_rgb8(img)
 
-# %% ../nbs/07_data.ipynb #00ef9aee
+# %% ../nbs/07_data.ipynb #850a5eb7
 def load_image(path,            # image file
                reduce_to=None,  # (h, w), as in `decode_image`
               ) -> np.ndarray:  # RGB uint8, shape (H, W, 3)
     "Read and decode the image file `path` to RGB uint8 HWC; errors name the path."
-    try: data = Path(path).read_bytes()
+    try:
+        with open(path, "rb") as f: data = f.read()  # not pathlib: its path parsing costs as much as the read
     except FileNotFoundError: raise FileNotFoundError(f"image file not found: {path}") from None
     try: return decode_image(data, reduce_to)
     except ImageDecodeError as e: raise ImageDecodeError(f"{path}: {e}") from None

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from feature_extraction.augment import (IMAGENET_STD, compose, crop_map, flip_map, pad_map, random_affine,
+from feature_extraction.augment import (IMAGENET_STD, clip_window, compose, crop_map, flip_map, pad_map, random_affine,
                                         reference_warp_normalize_batch, resize_map, rotation_map,
                                         warp_normalize_batch)
 
@@ -91,11 +91,46 @@ OK_IMG, OK_M = np.zeros((6, 7, 3), np.uint8), np.zeros((1, 2, 3))
     (dict(out_size=5), ValueError, "out_size"),
     (dict(border="reflect"), ValueError, "border"),
     (dict(num_threads=0), ValueError, "num_threads"),
+    (dict(windows=[np.full(16, np.nan)]), ValueError, "finite"),
+    (dict(windows=[np.r_[np.ones(6), 0, 5, np.ones(6), 5, 5]]), ValueError, "frame sizes must be >= 1"),
+    (dict(windows=np.zeros((2, 1, 16))), ValueError, r"windows must be \[1, K, 16\]"),
+    (dict(windows=[None, None]), ValueError, "1 images but 2 window lists"),
+    (dict(images=[np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (30000, 30000, 3))]), ValueError, "under 2 GiB"),
 ])
 def test_invalid_input(kwargs, error, match):
     args = dict(images=[OK_IMG], matrices=OK_M, out_size=(4, 4)) | kwargs
     with pytest.raises(error, match=match):
         warp_normalize_batch(**args)
+
+
+def test_out_buffer():
+    imgs, mats, out = random_batch(5, n=4)
+    buf = np.full((4, 3) + out, np.nan, np.float32)
+    assert warp_normalize_batch(imgs, mats, out, out=buf) is buf
+    np.testing.assert_array_equal(buf, warp_normalize_batch(imgs, mats, out))
+    for bad in (np.zeros((4, 3) + out), np.zeros((3, 3) + out, np.float32), np.zeros((4, 3, out[1], out[0]), np.float32).transpose(0, 1, 3, 2)):
+        with pytest.raises(ValueError, match="out must be a C-contiguous float32 array"):
+            warp_normalize_batch(imgs, mats, out, out=bad)
+
+
+def test_windows_match_reference():
+    "Pad/crop/rotate windows on noise: the kernel (fast runs, black runs, slow pixels) against cv2 + NumPy weights."
+    rng = np.random.default_rng(11)
+    for border in ("constant", "replicate"):
+        imgs = [rng.integers(0, 256, (int(rng.integers(8, 60)), int(rng.integers(8, 60)), 3), np.uint8) for _ in range(8)]
+        maps, wins = [], []
+        for im in imgs:
+            hw = im.shape[:2]
+            pad, top, left = int(rng.integers(0, 8)), int(rng.integers(0, 8)), int(rng.integers(0, 8))
+            rot = rotation_map(float(rng.uniform(-90, 90)), (hw[0] + 2 * pad, hw[1] + 2 * pad))
+            maps.append(compose(pad_map(pad), rot, crop_map(top, left)))
+            wins.append([clip_window(compose(rot, crop_map(top, left)), (hw[0] + 2 * pad, hw[1] + 2 * pad), compose(pad_map(pad)), hw),
+                         clip_window(compose(crop_map(top, left)), (hw[0] + 2 * pad, hw[1] + 2 * pad), compose(rot), (hw[0] + 2 * pad, hw[1] + 2 * pad))])
+        got = warp_normalize_batch(imgs, np.stack(maps), (30, 40), 0, 1, 1, border=border, windows=wins, num_threads=1)
+        want = reference_warp_normalize_batch(imgs, np.stack(maps), (30, 40), 0, 1, 1, border=border, windows=wins)
+        assert np.abs(got - want).max() <= 1
+        np.testing.assert_array_equal(got, warp_normalize_batch(imgs, np.stack(maps), (30, 40), 0, 1, 1, border=border,
+                                                                windows=wins, num_threads=2))
 
 
 def test_non_contiguous_and_empty():

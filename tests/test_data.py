@@ -5,9 +5,10 @@ import os
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from feature_extraction.data import (DATASETS, ImageDecodeError, ImageNetDataset, LabelFile, LabelFileError, VeriWild,
-                                     decode_image, load_image, read_label_file)
+                                     decode_image, jpeg_info, load_image, read_label_file, reference_jpeg_info)
 
 
 def sample_bgr(h=120, w=160):
@@ -238,3 +239,16 @@ def test_jpeg_with_exif_thumbnail():
     big_exif = big[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + big[2:]
     assert decode_image(big, reduce_to=(250, 700)).shape == (500, 750, 3)
     assert decode_image(big_exif, reduce_to=(250, 700)).shape == (1000, 1500, 3)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.integers(0, 2**32 - 1))
+def test_compiled_jpeg_info_matches_reference(seed):
+    "The compiled header walk against the Python one, on cut, corrupted and padded JPEGs."
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (int(rng.integers(1, 40)), int(rng.integers(1, 40)), 3), np.uint8)
+    data = bytearray(cv2.imencode(".jpg", img)[1].tobytes())
+    for _ in range(int(rng.integers(0, 4))):
+        data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+    data = bytes(data[:int(rng.integers(0, len(data) + 1))]) + bytes(int(rng.integers(0, 3)))
+    assert jpeg_info(data) == reference_jpeg_info(data)

@@ -6,7 +6,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from feature_extraction.transforms import NormalizeImage, Pipeline, parse_scale, reference_pipeline
+from feature_extraction.transforms import (NormalizeImage, Pipeline, RandomErasing, parse_number, reference_pipeline,
+                                           sample_uniforms)
 
 LEVELS = {"NormalizeImage": {"scale": 1, "mean": [0, 0, 0], "std": [1, 1, 1]}}  # outputs in 8-bit levels
 SETTINGS = settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -99,33 +100,71 @@ def test_determinism_and_threads(config, ref):
     a = pipe([png] * 6, indices=range(10, 16), seed=5, epoch=2, num_threads=1)
     np.testing.assert_array_equal(a, pipe([png] * 6, indices=range(10, 16), seed=5, epoch=2, num_threads=2))
     np.testing.assert_array_equal(a[3:4], pipe([png], indices=[13], seed=5, epoch=2))  # independent of the batch
-    hw = (180, 260)
-    p0 = [pipe.sample_params(pipe.rng(5, 2, i), hw) for i in range(8)]
-    p1 = [pipe.sample_params(pipe.rng(5, 3, i), hw) for i in range(8)]
-    assert p0 != p1 and p0 == [pipe.sample_params(pipe.rng(5, 2, i), hw) for i in range(8)]
+    hw = [(180, 260)] * 8
+    p0 = np.concatenate(pipe.sample_params(range(8), hw, seed=5, epoch=2), 1)
+    p1 = np.concatenate(pipe.sample_params(range(8), hw, seed=5, epoch=3), 1)
+    assert not np.array_equal(p0, p1, equal_nan=True)
+    np.testing.assert_array_equal(p0, np.concatenate(pipe.sample_params(range(8), hw, seed=5, epoch=2), 1))
     assert not np.array_equal(a, pipe([png] * 6, indices=range(10, 16), seed=5, epoch=3))
+
+
+def test_parameter_distributions(config):
+    "Flip and rotation happen half the time, angles are uniform in [-90, 90], crop offsets uniform over 0..21."
+    pipe = Pipeline.from_config(config["DataLoader"]["Train"]["dataset"]["transform_ops"])
+    n = 20000
+    _, flip, _, crop, rot, _ = pipe.sample_params(range(n), [(128, 128)] * n, seed=1)
+    assert abs(flip.mean() - 0.5) < 0.015 and abs(np.isnan(rot).mean() - 0.5) < 0.015
+    angles = rot[~np.isnan(rot)]
+    assert angles.min() >= -90 and angles.max() <= 90 and abs(angles.mean()) < 1.5
+    counts = np.bincount(crop[:, 0].astype(int), minlength=22)
+    assert len(counts) == 22 and counts.min() > 0.8 * n / 22 and counts.max() < 1.2 * n / 22  # randint(0, 21) inclusive
 
 
 def test_off_by_one_crop():
     pipe = Pipeline.from_config([{"DecodeImage": {}}, {"RandCropImageV2": {"size": [4, 4]}}, LEVELS])
-    sizes = {pipe.sample_matrix(pipe.rng(0, 0, i), (5, 5))[1] for i in range(200)}
+    params = pipe.sample_params(range(200), [(5, 5)] * 200)
+    sizes = {tuple(hw) for hw in pipe.ops[0].forward(params[0], np.full((200, 2), 5))[1].tolist()}
     assert (3, 3) in sizes and (4, 4) in sizes and (4, 3) in sizes
+
+
+def test_uniforms():
+    u = sample_uniforms(0, 0, range(1000), 3)
+    assert u.shape == (1000, 3) and u.min() >= 0 and u.max() < 1
+    np.testing.assert_array_equal(u[500:], sample_uniforms(0, 0, range(500, 1000), 3))
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"): sample_uniforms(-1, 0, [0], 1)
+    with pytest.raises(ValueError, match="indices must be >= 0"): sample_uniforms(0, 0, [-3], 1)
+
+
+def test_random_erasing(config, ref):
+    ops = config["DataLoader"]["Eval"]["Query"]["dataset"]["transform_ops"][:-1] + [LEVELS]
+    pipe = Pipeline.from_config(ops + [{"RandomErasing": {"EPSILON": 1.0, "mean": [-1, -1, -1]}}])
+    got = pipe([ref["png"].tobytes()] * 50, seed=4)
+    erased = (got == -1).all(1)
+    frac = erased.mean(axis=(1, 2))
+    assert (frac > 0).all() and (frac >= 0.015).all() and (frac <= 0.41).all()
+    for b in range(5):  # one axis-aligned rectangle each
+        ys, xs = np.nonzero(erased[b])
+        assert erased[b, ys.min():ys.max() + 1, xs.min():xs.max() + 1].all()
+    never = Pipeline.from_config(ops + [{"RandomErasing": {"EPSILON": 0.0}}])
+    np.testing.assert_array_equal(never([ref["png"].tobytes()]), Pipeline.from_config(ops)([ref["png"].tobytes()]))
+    with pytest.raises(ValueError, match="sl <= sh"): RandomErasing(sl=0.5, sh=0.1)
+    with pytest.raises(ValueError, match="mode='noise' is not supported"): RandomErasing(mode="noise")
 
 
 def test_config_errors(config):
     ops = config["DataLoader"]["Eval"]["Query"]["dataset"]["transform_ops"]
     with pytest.raises(KeyError, match="unknown transform 'Blur'"): Pipeline.from_config(ops + [{"Blur": {}}])
     with pytest.raises(ValueError, match="start with DecodeImage"): Pipeline.from_config(ops[1:])
-    with pytest.raises(ValueError, match="end with NormalizeImage"): Pipeline.from_config(ops[:2])
+    with pytest.raises(ValueError, match="must have a NormalizeImage"): Pipeline.from_config(ops[:2])
     bad = [ops[0], ops[1], {"NormalizeImage": {"scale": "__import__('os').getcwd()"}}]
     with pytest.raises(ValueError, match="scale must be a number or 'a/b'"): Pipeline.from_config(bad)
-    with pytest.raises(ValueError, match="divides by zero"): parse_scale("1/0")
+    with pytest.raises(ValueError, match="divides by zero"): parse_number("1/0", "scale")
     with pytest.raises(ValueError, match="interpolation='bicubic' is not supported"):
         Pipeline.from_config([ops[0], {"ResizeImage": {"size": 8, "interpolation": "bicubic"}}, ops[2]])
     with pytest.raises(ValueError, match="unknown key"):
         Pipeline.from_config([ops[0], {"ResizeImage": {"size": 8, "colour": 1}}, ops[2]])
-    with pytest.raises(NotImplementedError, match="RandomErasing"):
+    with pytest.raises(ValueError, match="RandomErasing may not come between"):
         Pipeline.from_config([ops[0], {"RandomErasing": {"EPSILON": 0.5}}, ops[2]])
     with pytest.raises(ValueError, match="different sizes"):
         Pipeline.from_config([ops[0], LEVELS])([np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4, 3), np.uint8)])
-    assert parse_scale("1.0/255.0") == 1 / 255 and isinstance(Pipeline.from_config(ops).normalize, NormalizeImage)
+    assert parse_number("1.0/255.0", "scale") == 1 / 255 and isinstance(Pipeline.from_config(ops).normalize, NormalizeImage)
