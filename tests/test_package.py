@@ -19,8 +19,18 @@ def test_metrics_import_without_paddle():
 
 
 def test_compiled_core_is_an_extension_module():
-    import feature_extraction._retrieval as ext
-    assert ext.__file__.endswith((".so", ".pyd")), ext.__file__
+    import importlib
+    for name in ("_retrieval", "_augment", "_decode"):
+        ext = importlib.import_module(f"feature_extraction.{name}")
+        assert ext.__file__.endswith((".so", ".pyd")), ext.__file__
+
+
+def test_data_pipeline_imports_without_paddle():
+    r = run_python("import sys; sys.modules['paddle'] = None\n"
+                   "import feature_extraction.loader, feature_extraction.transforms\n"
+                   "from feature_extraction.core import compiled; print(compiled('_augment').instruction_set())")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in ("avx2", "scalar")
 
 
 def test_version_matches_settings():
