@@ -6,7 +6,8 @@
 __all__ = ['UNREADABLE', 'DistributedBatchSampler', 'Batch', 'BadFiles', 'read_sample', 'pick_replacement', 'check_indices',
            'BufferPool', 'BatchBuilder', 'BatchLoader']
 
-# %% ../nbs/10_loader.ipynb #bb73fc4a
+# %% ../nbs/10_loader.ipynb #5f6084b1
+import itertools
 import logging
 import math
 import sys
@@ -21,7 +22,7 @@ from .core import check_int, default_num_threads
 from .data import ImageDecodeError, load_image
 from .sampler import SAMPLERS, PKSampler
 
-# %% ../nbs/10_loader.ipynb #befc4812
+# %% ../nbs/10_loader.ipynb #afb72988
 @SAMPLERS.register
 class DistributedBatchSampler:
     "Batches of consecutive indices of this rank's contiguous share of 0..N-1 (or of one permutation per epoch)."
@@ -67,7 +68,7 @@ class DistributedBatchSampler:
         return (f"DistributedBatchSampler({self.num_samples} samples {order}, rank {rank} of {world} takes [{start}, "
                 f"{stop}), batches of {self.batch_size}{', drop_last' * self.drop_last})")
 
-# %% ../nbs/10_loader.ipynb #698a5f82
+# %% ../nbs/10_loader.ipynb #d6a51a27
 @dataclass
 class Batch:
     "One batch: images with their labels, unique ids and dataset indices; `skipped` lists the unreadable samples left out."
@@ -81,7 +82,7 @@ class Batch:
     def __repr__(self):
         return f"Batch({len(self)} images {'x'.join(map(str, self.images.shape[1:]))}, {len(self.skipped)} skipped)"
 
-# %% ../nbs/10_loader.ipynb #c8fdccc6
+# %% ../nbs/10_loader.ipynb #94f325ad
 UNREADABLE = (ImageDecodeError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 _logger = logging.getLogger("feature_extraction")
 
@@ -104,7 +105,7 @@ class BadFiles:
     def as_dict(self) -> dict:
         with self._lock: return dict(self._files)
 
-# %% ../nbs/10_loader.ipynb #cbe2bb86
+# %% ../nbs/10_loader.ipynb #5a3a7ef0
 def read_sample(path: str, reduce_to, bad: BadFiles):
     "The image at `path` as RGB uint8 HWC, or None if it is unreadable (recorded in `bad` the first time)."
     if path in bad: return None
@@ -113,7 +114,7 @@ def read_sample(path: str, reduce_to, bad: BadFiles):
         bad.add(path, e)
         return None
 
-# %% ../nbs/10_loader.ipynb #e3c5fd46
+# %% ../nbs/10_loader.ipynb #470198da
 def pick_replacement(rng: np.random.Generator, same_label: np.ndarray, tried: set, in_batch: set, num_samples: int):
     "One draw: an untried index of the label not in the batch, else one of the label, else any untried index (None if none)."
     untried = np.isin(same_label, list(tried), invert=True)
@@ -124,7 +125,7 @@ def pick_replacement(rng: np.random.Generator, same_label: np.ndarray, tried: se
         j = int(rng.integers(num_samples))
         if j not in tried: return j
 
-# %% ../nbs/10_loader.ipynb #522d6589
+# %% ../nbs/10_loader.ipynb #dbd7bccf
 def check_indices(indices, num_samples: int, number: int = 0) -> np.ndarray:
     "Batch `number` of a sampler as int64, after checking it is a list of integers in 0..num_samples-1."
     idx = np.asarray(indices)
@@ -136,7 +137,7 @@ def check_indices(indices, num_samples: int, number: int = 0) -> np.ndarray:
                          f"dataset has {num_samples} images): was the sampler built for other data?")
     return idx.astype(np.int64)
 
-# %% ../nbs/10_loader.ipynb #0d50580b
+# %% ../nbs/10_loader.ipynb #81b0c8d7
 class BufferPool:
     "Float32 arrays reused once only the pool refers to them; at most `size` are kept."
     def __init__(self, size: int = 8):
@@ -159,7 +160,7 @@ class BufferPool:
 
     def __len__(self): return len(self._arrays)
 
-# %% ../nbs/10_loader.ipynb #ef5381ae
+# %% ../nbs/10_loader.ipynb #262b9d1e
 class _Stopped(Exception):
     "The loader was left: the thread stops building its batch."
 
@@ -196,7 +197,7 @@ class BatchBuilder:
         label = self.labels[index]
         return order[np.searchsorted(sorted_labels, label):np.searchsorted(sorted_labels, label, side="right")]
 
-# %% ../nbs/10_loader.ipynb #007b63e9
+# %% ../nbs/10_loader.ipynb #dd2baf7a
 def _replace(self, index: int, in_batch: set, epoch: int, stop=None) -> tuple:
     "`(j, image)`: a readable replacement for the unreadable sample `index` of a batch holding the indices `in_batch`."
     same, tried = self.same_label(index), {index}
@@ -213,7 +214,7 @@ def _replace(self, index: int, in_batch: set, epoch: int, stop=None) -> tuple:
 
 BatchBuilder.replace = _replace
 
-# %% ../nbs/10_loader.ipynb #14999ca4
+# %% ../nbs/10_loader.ipynb #da47a166
 def _empty_images(self) -> np.ndarray:
     "Zero images: [0, 3, H, W] float32 if the pipeline ends with a fixed size, else [0, 3, 0, 0]."
     return np.zeros((0, 3, *(getattr(self.pipeline, "output_hw", None) or (0, 0))), np.float32)
@@ -251,7 +252,7 @@ def _build(self, indices, epoch: int = 0, stop=None) -> Batch:
 
 BatchBuilder.empty_images, BatchBuilder.__call__ = _empty_images, _build
 
-# %% ../nbs/10_loader.ipynb #5d4db086
+# %% ../nbs/10_loader.ipynb #1fcba50c
 class BatchLoader:
     "`Batch`es of a dataset in the order of a batch sampler, each built by one of `num_workers` threads."
     def __init__(self, dataset, # `paths`, `labels` and `unique_ids` (or None), as `data.LabelFileDataset`
@@ -269,6 +270,7 @@ class BatchLoader:
         self.prefetch = check_int(prefetch, "prefetch", min_value=0)
         # batches in flight, the one the caller holds, and the one between the queue and the caller
         self.builder.buffers.size = self.num_workers + self.prefetch + 2
+        self.skip = 0  # batches of the sampler the next iteration leaves out (see `skip_batches`)
 
     @property
     def bad_files(self) -> dict:
@@ -280,17 +282,22 @@ class BatchLoader:
         self.epoch = check_int(epoch, "epoch", 0)
         if hasattr(self.batch_sampler, "set_epoch"): self.batch_sampler.set_epoch(self.epoch)
 
+    def skip_batches(self, count: int):
+        "Make the next iteration start after the sampler's first `count` batches, without building them (to resume mid-epoch)."
+        self.skip = check_int(count, "count", 0)
+
     def __len__(self) -> int: return len(self.batch_sampler)
     def __repr__(self):
         b = self.builder
         return (f"BatchLoader({len(b.paths)} images, {self.batch_sampler!r}, {self.num_workers} workers, prefetch "
                 f"{self.prefetch}, seed {b.seed}, epoch {self.epoch}, on_error={b.on_error!r})")
 
-# %% ../nbs/10_loader.ipynb #c2431b10
+# %% ../nbs/10_loader.ipynb #7ac89bd8
 def _iter_batches(self):
     "Yield the `Batch` of each of the sampler's index lists, in its order; the threads end when the loop is left."
     epoch, stop, queue, window = self.epoch, threading.Event(), deque(), self.num_workers + self.prefetch
-    batches, more, submitted = iter(self.batch_sampler), True, 0
+    batches, more, submitted = itertools.islice(iter(self.batch_sampler), self.skip, None), True, self.skip
+    self.skip = 0
     pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="BatchLoader")
     try:
         while True:

@@ -409,3 +409,12 @@ def test_batch_memory_is_reused_only_when_free(icons_train, small_pipeline):
     for k, g in zip(kept, again): np.testing.assert_array_equal(k, g)
     seen = {id(b.images) for b in loader}  # the caller drops each batch: memory comes round again
     assert len(seen) <= loader.builder.buffers.size
+
+
+def test_skip_batches_resumes_mid_epoch(icons_train, small_pipeline):
+    sampler = DistributedBatchSampler(icons_train.labels[:40], 8)
+    loader = BatchLoader(icons_train, small_pipeline, sampler, num_workers=2)
+    full = [b.indices.tolist() for b in loader]
+    loader.skip_batches(3)
+    assert [b.indices.tolist() for b in loader] == full[3:]
+    assert [b.indices.tolist() for b in loader] == full  # only the next iteration skips

@@ -1,0 +1,157 @@
+"""The training engine on a small slice of the icons data at 32x32: the reference config builds everything, training
+and evaluation run and write their files, a resume in the middle of an epoch gives the weights of an uninterrupted
+run, a crash during a checkpoint save leaves the previous checkpoint loadable, a non-finite loss stops the run
+before the weights change, and the command-line tools. nbs/12_engine.ipynb explains the design."""
+import copy
+import json
+
+import numpy as np
+import paddle
+import pytest
+import yaml
+
+from feature_extraction import engine as engine_module
+from feature_extraction.engine import Engine, fe_eval, fe_train, load_checkpoint
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def reference(shared):
+    return yaml.safe_load(open(shared / "reference/paddleclas/GeneralRecognitionV2_PPLCNetV2_base.yaml"))
+
+
+def slice_list(src, dst, classes: int, per_class: int = None):
+    "The lines of label file `src` whose label is below `classes`, at most `per_class` of each, written to `dst`."
+    seen, out = {}, []
+    for line in src.read_text().splitlines():
+        label = int(line.split()[1])
+        if label < classes and seen.get(label, 0) < (per_class or 10**9):
+            seen[label] = seen.get(label, 0) + 1; out.append(line)
+    dst.write_text("\n".join(out) + "\n")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def lists(shared, tmp_path_factory):
+    tmp, icons = tmp_path_factory.mktemp("lists"), shared / "datasets/icons"
+    return (icons, slice_list(icons / "train_list.txt", tmp / "train.txt", 12, 4),
+            slice_list(icons / "test_list.txt", tmp / "test.txt", 6))
+
+
+def small_config(reference, lists, out_dir, **global_overrides) -> dict:
+    "The reference config cut down: a 64-wide ShiTu backbone at 32x32, 12 classes, batches of 16, 2 epochs."
+    icons, train, test = lists
+    c = copy.deepcopy(reference)
+    c["Global"].update({"device": "cpu", "output_dir": str(out_dir), "epochs": 2, "print_batch_step": 1, "seed": 1,
+                        "image_shape": [3, SIZE, SIZE]} | global_overrides)
+    c["Arch"]["Backbone"].update({"pretrained": False, "class_expand": 64})
+    c["Arch"]["Neck"]["num_features"] = 64
+    c["Arch"]["Head"].update({"embedding_size": 64, "class_num": 12})
+    c["Optimizer"]["lr"].update({"learning_rate": 0.01, "warmup_epoch": 1})
+    tr = c["DataLoader"]["Train"]
+    tr["dataset"].update({"image_root": str(icons), "cls_label_path": str(train)})
+    for op in tr["dataset"]["transform_ops"]:
+        (name, args), = op.items()
+        if name in ("ResizeImage", "RandCropImageV2"): args["size"] = [SIZE, SIZE]
+        if name == "Pad": args["padding"] = 2
+    tr["sampler"].update({"batch_size": 16, "id_list": None, "ratio": None})
+    tr["loader"]["num_workers"] = 1
+    for part in ("Query", "Gallery"):
+        ev = c["DataLoader"]["Eval"][part]
+        ev["dataset"].update({"image_root": str(icons), "cls_label_path": str(test)})
+        ev["dataset"]["transform_ops"][1]["ResizeImage"]["size"] = [SIZE, SIZE]
+        ev["sampler"]["batch_size"] = 32
+        ev["loader"]["num_workers"] = 1
+    return c
+
+
+def weights(engine) -> dict:
+    return {k: v.numpy().copy() for k, v in engine.model.state_dict().items()}
+
+
+def test_reference_config_builds_everything(reference, lists, tmp_path):
+    "The PaddleClas YAML itself, with only the data paths and the pretrained flag changed, builds every part."
+    icons, train, test = lists
+    c = copy.deepcopy(reference)
+    c["Global"].update({"device": "cpu", "output_dir": str(tmp_path)})
+    c["Arch"]["Backbone"]["pretrained"] = False  # ImageNet weights cannot be downloaded here
+    c["DataLoader"]["Train"]["dataset"].update({"image_root": str(icons), "cls_label_path": str(train)})
+    c["DataLoader"]["Train"]["sampler"]["batch_size"] = 48  # 12 classes x 4: the largest P x K batch of the slice
+    for part in ("Query", "Gallery"):
+        c["DataLoader"]["Eval"][part]["dataset"].update({"image_root": str(icons), "cls_label_path": str(test)})
+    with pytest.warns(UserWarning):  # id_list reaches beyond the 12 classes of the slice
+        e = Engine(c, "train")
+    assert e.model.head.fc.weight.shape == [512, 192612]
+    assert isinstance(e.optimizer, paddle.optimizer.Momentum) and e.iters_per_epoch == 1
+    assert e.query_loader is not None and e.gallery_loader is None  # one list, extracted once
+    assert type(e.scheduler).__name__ == "LinearWarmup"
+
+
+def test_train_evaluate_and_files(reference, lists, tmp_path):
+    e = Engine(small_config(reference, lists, tmp_path), "train")
+    best = e.train()
+    assert 0 <= best["recall1"] <= 1 and best["epoch"] in (1, 2)
+    names = {p.name for p in tmp_path.iterdir()}
+    for prefix in ("latest", "best_model", "epoch_1", "epoch_2"):
+        assert {f"{prefix}.pdparams", f"{prefix}.pdopt", f"{prefix}.pdstates"} <= names
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert {h["kind"] for h in history} == {"train", "eval"} and "recall1" in history[-1]
+    assert "[Train][Epoch 2/2]" in (tmp_path / "train.log").read_text()
+    metrics = Engine(small_config(reference, lists, tmp_path / "eval", pretrained_model=str(tmp_path / "best_model")),
+                     "eval").evaluate()
+    assert metrics["recall1"] == pytest.approx(best["recall1"], abs=1e-6)
+
+
+def test_resume_mid_epoch_equals_one_run(reference, lists, tmp_path):
+    "N iterations in one run, and N/2 + N/2 with a resume in between, give the same weights."
+    one = Engine(small_config(reference, lists, tmp_path / "one", eval_during_train=False), "train")
+    n = one.epochs * one.iters_per_epoch
+    one.train()
+    first = Engine(small_config(reference, lists, tmp_path / "two", eval_during_train=False, max_iterations=n // 2 + 1), "train")
+    first.train()
+    assert (first.epoch, first.iteration) != (one.epoch, one.iteration)
+    second = Engine(small_config(reference, lists, tmp_path / "two", eval_during_train=False,
+                                 checkpoints=str(tmp_path / "two/latest")), "train")
+    second.train()
+    a, b = weights(one), weights(second)
+    assert a.keys() == b.keys()
+    for k in a: np.testing.assert_allclose(a[k], b[k], atol=1e-5, err_msg=k)
+
+
+def test_crash_during_save_keeps_the_previous_checkpoint(reference, lists, tmp_path, monkeypatch):
+    e = Engine(small_config(reference, lists, tmp_path, eval_during_train=False, epochs=2), "train")
+    real_save, calls = paddle.save, []
+    def crashing_save(obj, path, *args, **kwargs):
+        calls.append(path)
+        if e.epoch == 2 and "latest" in str(path) and str(path).endswith("pdopt.tmp"): raise OSError("power cut")
+        return real_save(obj, path, *args, **kwargs)
+    monkeypatch.setattr(engine_module.paddle, "save", crashing_save)
+    with pytest.raises(OSError, match="power cut"): e.train()
+    monkeypatch.setattr(engine_module.paddle, "save", real_save)
+    fresh = Engine(small_config(reference, lists, tmp_path / "x", eval_during_train=False), "train")
+    states = load_checkpoint(tmp_path / "latest", fresh.model, fresh.optimizer)
+    assert states["epoch"] == 1 and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_non_finite_loss_stops_before_the_update(reference, lists, tmp_path):
+    e = Engine(small_config(reference, lists, tmp_path, eval_during_train=False), "train")
+    # trainable parameters: Paddle keeps batch-norm statistics as parameters too, and a forward pass updates them
+    params = lambda: {n: p.numpy().copy() for n, p in e.model.named_parameters() if not p.stop_gradient}
+    before = params()
+    e.train_loss.weights[0] = float("nan")
+    with pytest.raises(FloatingPointError, match="not finite at epoch 1, iteration 1"): e.train()
+    for k, v in params().items(): np.testing.assert_array_equal(v, before[k])
+    assert not (tmp_path / "latest.pdparams").exists()  # nothing written after a bad step
+
+
+def test_command_line(reference, lists, tmp_path, capsys):
+    cfg = tmp_path / "small.yaml"
+    yaml.safe_dump(small_config(reference, lists, tmp_path / "out", epochs=1), open(cfg, "w"))
+    assert fe_train(["-c", str(cfg), "-o", "Global.eval_during_train=False"]) == 0
+    assert (tmp_path / "out/config.yaml").exists() and (tmp_path / "out/latest.pdparams").exists()
+    assert fe_eval(["-c", str(cfg), "-o", f"Global.pretrained_model={tmp_path / 'out/latest'}",
+                    f"Global.output_dir={tmp_path / 'ev'}", "--json", str(tmp_path / "m.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "recall1:" in printed and "mAP:" in printed
+    assert set(json.loads((tmp_path / "m.json").read_text())) >= {"recall1", "recall5", "mAP"}
