@@ -98,6 +98,8 @@ def test_train_evaluate_and_files(reference, lists, tmp_path):
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert {h["kind"] for h in history} == {"train", "eval"} and "recall1" in history[-1]
     assert "[Train][Epoch 2/2]" in (tmp_path / "train.log").read_text()
+    saved = yaml.safe_load(open(tmp_path / "config.yaml"))  # the effective config, defaults filled in
+    assert saved["Global"]["epochs"] == 2 and saved["Global"]["sim_block_size"] == 64
     metrics = Engine(small_config(reference, lists, tmp_path / "eval", pretrained_model=str(tmp_path / "best_model")),
                      "eval").evaluate()
     assert metrics["recall1"] == pytest.approx(best["recall1"], abs=1e-6)
@@ -155,3 +157,25 @@ def test_command_line(reference, lists, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "recall1:" in printed and "mAP:" in printed
     assert set(json.loads((tmp_path / "m.json").read_text())) >= {"recall1", "recall5", "mAP"}
+
+
+def test_data_parallel_two_processes(reference, lists, tmp_path):
+    "Two CPU processes under paddle.distributed.launch (gloo) train one epoch; evaluation gathers both shares."
+    import subprocess, sys, textwrap
+    cfg = tmp_path / "small.yaml"
+    yaml.safe_dump(small_config(reference, lists, tmp_path / "out", epochs=1), open(cfg, "w"))
+    script = tmp_path / "train.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        from feature_extraction.engine import fe_train
+        sys.exit(fe_train(["-c", {str(cfg)!r}]))
+    """))
+    r = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+                        "--log_dir", str(tmp_path / "logs"), str(script)], capture_output=True, text=True, timeout=600)
+    logs = {p.name: p.read_text() for p in (tmp_path / "logs").glob("workerlog.*")}
+    assert r.returncode == 0, r.stdout[-3000:] + "".join(v[-3000:] for v in logs.values())
+    log = (tmp_path / "out/train.log").read_text()
+    assert "[Train][Epoch 1/1][Iter 2/2]" in log  # 48 images / 2 ranks / 16 per batch
+    test_images = sum(1 for _ in open(lists[2]))
+    assert f"num_queries {test_images}" in log  # every rank's share of the query set was gathered
+    assert (tmp_path / "out/latest.pdparams").exists() and not list((tmp_path / "out").glob("*.tmp"))
