@@ -9,7 +9,7 @@ __all__ = ['CHECKPOINT_PARTS', 'seed_everything', 'rng_states', 'set_rng_states'
            'Engine', 'load_pretrained', 'resume', 'save', 'train_step', 'record', 'train', 'end_epoch', 'evaluate',
            'fe_train', 'fe_eval']
 
-# %% ../nbs/12_engine.ipynb #93f97e68
+# %% ../nbs/12_engine.ipynb #6a936cc8
 import hashlib
 import json
 import logging
@@ -27,7 +27,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from .config import add_config_arguments, config_from_arguments, save_config, validate_config
+from .config import ConfigError, add_config_arguments, config_from_arguments, save_config, validate_config
 from .core import check_int
 from .data import DATASETS
 from .loader import BatchLoader, DistributedBatchSampler
@@ -37,7 +37,7 @@ from .model import build_model, load_weights
 from .sampler import SAMPLERS, distributed_env
 from .transforms import Pipeline
 
-# %% ../nbs/12_engine.ipynb #f4a74ae1
+# %% ../nbs/12_engine.ipynb #55835597
 def seed_everything(seed: int, rank: int = 0):
     "Seed Python's, NumPy's and Paddle's generators with `seed + rank`, as PaddleClas does."
     s = check_int(seed, "seed", 0) + check_int(rank, "rank", 0)
@@ -51,7 +51,7 @@ def set_rng_states(states: dict):
     "Restore what `rng_states` returned."
     random.setstate(states["python"]); np.random.set_state(states["numpy"]); paddle.set_rng_state(states["paddle"])
 
-# %% ../nbs/12_engine.ipynb #5041d5b6
+# %% ../nbs/12_engine.ipynb #7e327ab6
 def use_device(device: str) -> str:
     "Set Paddle's device from `Global.device` (`cpu`, `gpu`, `gpu:1`); a GPU request without CUDA warns and uses the CPU."
     device = str(device or "cpu")
@@ -62,7 +62,7 @@ def use_device(device: str) -> str:
     paddle.set_device(device)
     return device
 
-# %% ../nbs/12_engine.ipynb #54e503fc
+# %% ../nbs/12_engine.ipynb #bdf3f6bb
 def exempt_batch_norm_from_decay(model: nn.Layer) -> int:
     "Give every batch-norm parameter an L2Decay(0) of its own; returns how many."
     n = 0
@@ -91,7 +91,7 @@ def build_optimizer(config: dict, model: nn.Layer, iters_per_epoch: int, epochs:
                                     weight_decay=paddle.regularizer.L2Decay(coeff) if coeff else None)
     return opt, scheduler
 
-# %% ../nbs/12_engine.ipynb #2f2fb30b
+# %% ../nbs/12_engine.ipynb #ec8c188c
 def build_loader(entry: dict, seed: int, on_error: str) -> BatchLoader:
     "The `BatchLoader` of one `DataLoader` entry (`dataset`, `sampler`, optional `loader`)."
     dataset_cfg = dict(entry["dataset"])
@@ -103,7 +103,7 @@ def build_loader(entry: dict, seed: int, on_error: str) -> BatchLoader:
     workers = max(1, int((entry.get("loader") or {}).get("num_workers", 1)))
     return BatchLoader(dataset, pipeline, sampler, num_workers=workers, seed=seed, on_error=on_error)
 
-# %% ../nbs/12_engine.ipynb #ed0568bb
+# %% ../nbs/12_engine.ipynb #684cf58d
 def extract_features(model: nn.Layer, loader: BatchLoader, feature_from: str = "features") -> dict:
     "`features` [N, D] float32, `labels`, `unique_ids` (or None) and `skipped` images of one pass over `loader`."
     model.eval()
@@ -138,7 +138,7 @@ def metric_arguments(metric_eval: list) -> dict:
         elif name == "mAP": metrics.append("mAP")
     return {"topk": topk or (1,), "metrics": tuple(metrics)}
 
-# %% ../nbs/12_engine.ipynb #054c8087
+# %% ../nbs/12_engine.ipynb #c48e145a
 def evaluate_retrieval(model: nn.Layer, query_loader: BatchLoader, gallery_loader: BatchLoader = None,
                        metric_eval: list = ({"Recallk": {"topk": [1, 5]}}, {"mAP": {}}),
                        feature_from: str = "features", normalize: bool = True) -> dict:
@@ -153,7 +153,7 @@ def evaluate_retrieval(model: nn.Layer, query_loader: BatchLoader, gallery_loade
     skipped = query["skipped"] + ([] if gallery is query else gallery["skipped"])
     return out | {"num_skipped_images": len(skipped), "skipped_images": [p for _, p, _ in skipped]}
 
-# %% ../nbs/12_engine.ipynb #8dcd5a58
+# %% ../nbs/12_engine.ipynb #b6b92ee6
 CHECKPOINT_PARTS = ("pdparams", "pdopt", "pdstates")
 
 def _digest(path) -> str:
@@ -198,7 +198,7 @@ def save_checkpoint(prefix, model: nn.Layer, optimizer, states: dict) -> Path:
             if t.exists(): t.unlink()
     return prefix
 
-# %% ../nbs/12_engine.ipynb #56e0f296
+# %% ../nbs/12_engine.ipynb #23e55f7d
 def load_checkpoint(prefix, model: nn.Layer, optimizer=None) -> dict:
     "Load a checkpoint written by `save_checkpoint` into `model` (and `optimizer`); returns its states."
     prefix = Path(str(prefix).removesuffix(".pdparams"))
@@ -216,7 +216,7 @@ def load_checkpoint(prefix, model: nn.Layer, optimizer=None) -> dict:
     if optimizer is not None: set_optimizer_state(optimizer, model, paddle.load(f"{prefix}.pdopt"))
     return states
 
-# %% ../nbs/12_engine.ipynb #0fd1a4be
+# %% ../nbs/12_engine.ipynb #c5679b08
 class Engine:
     "Training and retrieval evaluation of a `RecModel` from a PaddleClas-schema config."
     def __init__(self, config: dict, mode: str = "train"):
@@ -240,7 +240,7 @@ class Engine:
             paddle.distributed.init_parallel_env()
             self.network = paddle.DataParallel(self.model)
 
-# %% ../nbs/12_engine.ipynb #b0fbfcc5
+# %% ../nbs/12_engine.ipynb #2b9e2cfa
 def _logger(self) -> logging.Logger:
     "The engine's logger: `train.log` in the output folder (rank 0 only)."
     log = logging.getLogger(f"feature_extraction.engine.{id(self)}")
@@ -268,7 +268,7 @@ def load_pretrained(self, path) -> dict:
 
 Engine._logger, Engine._build_eval_loaders, Engine.load_pretrained = _logger, _build_eval_loaders, load_pretrained
 
-# %% ../nbs/12_engine.ipynb #a32f667c
+# %% ../nbs/12_engine.ipynb #a5247c5a
 def _build_training(self):
     "The training loader, losses, optimizer and schedule, AMP, and the starting point (resume or pretrained)."
     g, c = self.config["Global"], self.config
@@ -291,7 +291,7 @@ def _build_training(self):
 
 Engine._build_training = _build_training
 
-# %% ../nbs/12_engine.ipynb #a8ffecaa
+# %% ../nbs/12_engine.ipynb #faec25d5
 def _states(self) -> dict:
     return {"epoch": self.epoch, "iteration": self.iteration, "iters_per_epoch": self.iters_per_epoch,
             "global_step": self.global_step, "best": dict(self.best), "seed": self.seed, "rng": rng_states(),
@@ -317,7 +317,7 @@ def save(self, name: str) -> Path:
 
 Engine._states, Engine.resume, Engine.save = _states, resume, save
 
-# %% ../nbs/12_engine.ipynb #e4c26ef7
+# %% ../nbs/12_engine.ipynb #73a36b94
 def train_step(self, batch) -> dict:
     "One optimisation step on `batch`; returns the loss parts as floats."
     x, y = paddle.to_tensor(batch.images), paddle.to_tensor(batch.labels).reshape([-1, 1])
@@ -338,7 +338,7 @@ def train_step(self, batch) -> dict:
 
 Engine.train_step = train_step
 
-# %% ../nbs/12_engine.ipynb #e4ab3170
+# %% ../nbs/12_engine.ipynb #bdae0a33
 def record(self, kind: str, **values):
     "Append one record to `history.jsonl` (rank 0 only)."
     if self.rank != 0: return
@@ -351,7 +351,7 @@ def _eta(seconds: float) -> str:
 
 Engine.record = record
 
-# %% ../nbs/12_engine.ipynb #fd1a6c94
+# %% ../nbs/12_engine.ipynb #67216649
 class _InterruptFlag:
     "While active, the first SIGINT sets `.set`; the second raises KeyboardInterrupt as usual."
     def __init__(self): self.set, self._old = False, None
@@ -365,7 +365,7 @@ class _InterruptFlag:
     def __exit__(self, *exc):
         if self._old is not None: signal.signal(signal.SIGINT, self._old)
 
-# %% ../nbs/12_engine.ipynb #74766521
+# %% ../nbs/12_engine.ipynb #a8669f91
 def train(self) -> dict:
     "Train from the current position to `Global.epochs`; returns the best metric and where it was reached."
     from tqdm.auto import tqdm
@@ -405,7 +405,7 @@ def train(self) -> dict:
 
 Engine.train = train
 
-# %% ../nbs/12_engine.ipynb #cb6f3fa1
+# %% ../nbs/12_engine.ipynb #ec826daf
 def end_epoch(self):
     "Evaluate and save the checkpoints due at the end of `self.epoch`."
     g = self.config["Global"]
@@ -433,18 +433,22 @@ def evaluate(self) -> dict:
 
 Engine.end_epoch, Engine.evaluate = end_epoch, evaluate
 
-# %% ../nbs/12_engine.ipynb #6e697d24
+# %% ../nbs/12_engine.ipynb #809a98d5
 def _cli(prog: str, description: str, argv=None):
+    "(arguments, config), or (None, None) after printing why the config cannot be used."
     import argparse
     parser = argparse.ArgumentParser(prog=prog, description=description)
     add_config_arguments(parser)
     if prog == "fe_eval": parser.add_argument("--json", metavar="FILE", help="also write the metrics to FILE as JSON")
     args = parser.parse_args(argv)
-    return args, config_from_arguments(args)
+    try: return args, config_from_arguments(args, require_eval=True if prog == "fe_eval" else None)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr); return None, None
 
 def fe_train(argv=None) -> int:
-    "Command line: train from a config (`fe_train -c configs/icons_cpu.yaml -o Global.epochs=2`)."
+    "Command line: train from a config (`fe_train -c configs/GeneralRecognitionV2_PPLCNetV2_base.yaml -o Global.epochs=2`)."
     args, config = _cli("fe_train", "Train a recognition model from a PaddleClas-schema config.", argv)
+    if config is None: return 1
     engine = Engine(config, "train")
     try: best = engine.train()
     except KeyboardInterrupt as e: print(f"\n{e}", file=sys.stderr); return 130
@@ -455,6 +459,7 @@ def fe_train(argv=None) -> int:
 def fe_eval(argv=None) -> int:
     "Command line: evaluate weights on the config's query and gallery sets and print recall1, recall5, mAP."
     args, config = _cli("fe_eval", "Evaluate retrieval (recall@k, mAP) of trained weights.", argv)
+    if config is None: return 1
     engine = Engine(config, "eval")
     metrics = engine.evaluate()
     shown = {k: v for k, v in metrics.items() if k != "skipped_images"}

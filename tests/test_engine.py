@@ -156,6 +156,10 @@ def test_command_line(reference, lists, tmp_path, capsys):
                     f"Global.output_dir={tmp_path / 'ev'}", "--json", str(tmp_path / "m.json")]) == 0
     printed = capsys.readouterr().out
     assert "recall1:" in printed and "mAP:" in printed
+    assert fe_train(["-c", str(cfg), "-o", "Global.epochs=0", "Optimizer.momentum=2"]) == 1  # one report, both problems
+    err = capsys.readouterr().err
+    assert "Global.epochs" in err and "Optimizer.momentum" in err
+    assert fe_eval(["-c", str(tmp_path / "missing.yaml")]) == 1 and "missing.yaml" in capsys.readouterr().err
     assert set(json.loads((tmp_path / "m.json").read_text())) >= {"recall1", "recall5", "mAP"}
 
 
