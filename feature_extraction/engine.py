@@ -6,10 +6,10 @@
 __all__ = ['CHECKPOINT_PARTS', 'seed_everything', 'rng_states', 'set_rng_states', 'use_device', 'exempt_batch_norm_from_decay',
            'build_scheduler', 'build_optimizer', 'build_loader', 'extract_features', 'metric_arguments',
            'evaluate_retrieval', 'optimizer_state', 'set_optimizer_state', 'save_checkpoint', 'load_checkpoint',
-           'Engine', 'load_pretrained', 'resume', 'save', 'train_step', 'record', 'train', 'end_epoch', 'evaluate',
-           'fe_train', 'fe_eval']
+           'Engine', 'say', 'load_pretrained', 'resume', 'save', 'train_step', 'record', 'train', 'end_epoch',
+           'evaluate', 'fe_train', 'fe_eval']
 
-# %% ../nbs/12_engine.ipynb #6a936cc8
+# %% ../nbs/12_engine.ipynb #0c4685cb
 import hashlib
 import json
 import logging
@@ -37,7 +37,7 @@ from .model import build_model, load_weights
 from .sampler import SAMPLERS, distributed_env
 from .transforms import Pipeline
 
-# %% ../nbs/12_engine.ipynb #55835597
+# %% ../nbs/12_engine.ipynb #dd45ed91
 def seed_everything(seed: int, rank: int = 0):
     "Seed Python's, NumPy's and Paddle's generators with `seed + rank`, as PaddleClas does."
     s = check_int(seed, "seed", 0) + check_int(rank, "rank", 0)
@@ -51,7 +51,7 @@ def set_rng_states(states: dict):
     "Restore what `rng_states` returned."
     random.setstate(states["python"]); np.random.set_state(states["numpy"]); paddle.set_rng_state(states["paddle"])
 
-# %% ../nbs/12_engine.ipynb #7e327ab6
+# %% ../nbs/12_engine.ipynb #caab1aeb
 def use_device(device: str) -> str:
     "Set Paddle's device from `Global.device` (`cpu`, `gpu`, `gpu:1`); a GPU request without CUDA warns and uses the CPU."
     device = str(device or "cpu")
@@ -62,7 +62,7 @@ def use_device(device: str) -> str:
     paddle.set_device(device)
     return device
 
-# %% ../nbs/12_engine.ipynb #bdf3f6bb
+# %% ../nbs/12_engine.ipynb #7eb6abaa
 def exempt_batch_norm_from_decay(model: nn.Layer) -> int:
     "Give every batch-norm parameter an L2Decay(0) of its own; returns how many."
     n = 0
@@ -91,7 +91,7 @@ def build_optimizer(config: dict, model: nn.Layer, iters_per_epoch: int, epochs:
                                     weight_decay=paddle.regularizer.L2Decay(coeff) if coeff else None)
     return opt, scheduler
 
-# %% ../nbs/12_engine.ipynb #ec8c188c
+# %% ../nbs/12_engine.ipynb #22e48766
 def build_loader(entry: dict, seed: int, on_error: str) -> BatchLoader:
     "The `BatchLoader` of one `DataLoader` entry (`dataset`, `sampler`, optional `loader`)."
     dataset_cfg = dict(entry["dataset"])
@@ -103,7 +103,7 @@ def build_loader(entry: dict, seed: int, on_error: str) -> BatchLoader:
     workers = max(1, int((entry.get("loader") or {}).get("num_workers", 1)))
     return BatchLoader(dataset, pipeline, sampler, num_workers=workers, seed=seed, on_error=on_error)
 
-# %% ../nbs/12_engine.ipynb #684cf58d
+# %% ../nbs/12_engine.ipynb #974fa5e6
 def extract_features(model: nn.Layer, loader: BatchLoader, feature_from: str = "features") -> dict:
     "`features` [N, D] float32, `labels`, `unique_ids` (or None) and `skipped` images of one pass over `loader`."
     model.eval()
@@ -138,7 +138,7 @@ def metric_arguments(metric_eval: list) -> dict:
         elif name == "mAP": metrics.append("mAP")
     return {"topk": topk or (1,), "metrics": tuple(metrics)}
 
-# %% ../nbs/12_engine.ipynb #c48e145a
+# %% ../nbs/12_engine.ipynb #1c1cbdf3
 def evaluate_retrieval(model: nn.Layer, query_loader: BatchLoader, gallery_loader: BatchLoader = None,
                        metric_eval: list = ({"Recallk": {"topk": [1, 5]}}, {"mAP": {}}),
                        feature_from: str = "features", normalize: bool = True) -> dict:
@@ -153,7 +153,7 @@ def evaluate_retrieval(model: nn.Layer, query_loader: BatchLoader, gallery_loade
     skipped = query["skipped"] + ([] if gallery is query else gallery["skipped"])
     return out | {"num_skipped_images": len(skipped), "skipped_images": [p for _, p, _ in skipped]}
 
-# %% ../nbs/12_engine.ipynb #b6b92ee6
+# %% ../nbs/12_engine.ipynb #2f839dc0
 CHECKPOINT_PARTS = ("pdparams", "pdopt", "pdstates")
 
 def _digest(path) -> str:
@@ -198,7 +198,7 @@ def save_checkpoint(prefix, model: nn.Layer, optimizer, states: dict) -> Path:
             if t.exists(): t.unlink()
     return prefix
 
-# %% ../nbs/12_engine.ipynb #23e55f7d
+# %% ../nbs/12_engine.ipynb #fee07c5e
 def load_checkpoint(prefix, model: nn.Layer, optimizer=None) -> dict:
     "Load a checkpoint written by `save_checkpoint` into `model` (and `optimizer`); returns its states."
     prefix = Path(str(prefix).removesuffix(".pdparams"))
@@ -216,7 +216,7 @@ def load_checkpoint(prefix, model: nn.Layer, optimizer=None) -> dict:
     if optimizer is not None: set_optimizer_state(optimizer, model, paddle.load(f"{prefix}.pdopt"))
     return states
 
-# %% ../nbs/12_engine.ipynb #c5679b08
+# %% ../nbs/12_engine.ipynb #52a1bd4b
 class Engine:
     "Training and retrieval evaluation of a `RecModel` from a PaddleClas-schema config."
     def __init__(self, config: dict, mode: str = "train"):
@@ -240,7 +240,7 @@ class Engine:
             paddle.distributed.init_parallel_env()
             self.network = paddle.DataParallel(self.model)
 
-# %% ../nbs/12_engine.ipynb #2b9e2cfa
+# %% ../nbs/12_engine.ipynb #7e258523
 def _logger(self) -> logging.Logger:
     "The engine's logger: `train.log` in the output folder (rank 0 only)."
     log = logging.getLogger(f"feature_extraction.engine.{id(self)}")
@@ -252,6 +252,13 @@ def _logger(self) -> logging.Logger:
         log.addHandler(handler)
     return log
 
+def say(self, message: str):
+    "Log `message` to `train.log` and show it above the progress bar (rank 0): evaluations, resumes, what was skipped."
+    self.log.info(message)
+    if self.rank == 0:
+        from tqdm.auto import tqdm
+        tqdm.write(message)
+
 def _build_eval_loaders(self):
     ev = self.config["DataLoader"]["Eval"]
     self.query_loader = build_loader(ev["Query"], self.seed, on_error="skip")
@@ -262,13 +269,13 @@ def load_pretrained(self, path) -> dict:
     "Load `Global.pretrained_model` (a prefix or a `.pdparams`) by name and shape, and log what was not loaded."
     report = load_weights(self.model, str(path) if str(path).endswith(".pdparams") else f"{path}.pdparams")
     skipped = {k: v for k, v in report.items() if k != "loaded" and v}
-    self.log.info(f"pretrained {path}: loaded {len(report['loaded'])} tensors" +
+    self.say(f"pretrained {path}: loaded {len(report['loaded'])} tensors" +
                   "".join(f"; {k}: {', '.join(v)}" for k, v in skipped.items()))
     return report
 
-Engine._logger, Engine._build_eval_loaders, Engine.load_pretrained = _logger, _build_eval_loaders, load_pretrained
+Engine._logger, Engine.say, Engine._build_eval_loaders, Engine.load_pretrained = _logger, say, _build_eval_loaders, load_pretrained
 
-# %% ../nbs/12_engine.ipynb #a5247c5a
+# %% ../nbs/12_engine.ipynb #de6b043c
 def _build_training(self):
     "The training loader, losses, optimizer and schedule, AMP, and the starting point (resume or pretrained)."
     g, c = self.config["Global"], self.config
@@ -291,7 +298,7 @@ def _build_training(self):
 
 Engine._build_training = _build_training
 
-# %% ../nbs/12_engine.ipynb #faec25d5
+# %% ../nbs/12_engine.ipynb #0ab4516d
 def _states(self) -> dict:
     return {"epoch": self.epoch, "iteration": self.iteration, "iters_per_epoch": self.iters_per_epoch,
             "global_step": self.global_step, "best": dict(self.best), "seed": self.seed, "rng": rng_states(),
@@ -307,7 +314,7 @@ def resume(self, prefix):
     self.best, self.global_step = dict(states["best"]), int(states["global_step"])
     self.epoch, self.iteration = int(states["epoch"]), int(states["iteration"])
     if self.iteration >= self.iters_per_epoch: self.epoch, self.iteration = self.epoch + 1, 0
-    self.log.info(f"resumed from {prefix}: epoch {self.epoch}, iteration {self.iteration}, best recall1 {self.best['recall1']}")
+    self.say(f"resumed from {prefix}: epoch {self.epoch}, iteration {self.iteration}, best recall1 {self.best['recall1']}")
     return states
 
 def save(self, name: str) -> Path:
@@ -317,7 +324,7 @@ def save(self, name: str) -> Path:
 
 Engine._states, Engine.resume, Engine.save = _states, resume, save
 
-# %% ../nbs/12_engine.ipynb #73a36b94
+# %% ../nbs/12_engine.ipynb #b6c39229
 def train_step(self, batch) -> dict:
     "One optimisation step on `batch`; returns the loss parts as floats."
     x, y = paddle.to_tensor(batch.images), paddle.to_tensor(batch.labels).reshape([-1, 1])
@@ -338,7 +345,7 @@ def train_step(self, batch) -> dict:
 
 Engine.train_step = train_step
 
-# %% ../nbs/12_engine.ipynb #bdae0a33
+# %% ../nbs/12_engine.ipynb #8cd72b6f
 def record(self, kind: str, **values):
     "Append one record to `history.jsonl` (rank 0 only)."
     if self.rank != 0: return
@@ -351,7 +358,7 @@ def _eta(seconds: float) -> str:
 
 Engine.record = record
 
-# %% ../nbs/12_engine.ipynb #67216649
+# %% ../nbs/12_engine.ipynb #0d5404a0
 class _InterruptFlag:
     "While active, the first SIGINT sets `.set`; the second raises KeyboardInterrupt as usual."
     def __init__(self): self.set, self._old = False, None
@@ -365,7 +372,7 @@ class _InterruptFlag:
     def __exit__(self, *exc):
         if self._old is not None: signal.signal(signal.SIGINT, self._old)
 
-# %% ../nbs/12_engine.ipynb #a8669f91
+# %% ../nbs/12_engine.ipynb #700b1c4e
 def train(self) -> dict:
     "Train from the current position to `Global.epochs`; returns the best metric and where it was reached."
     from tqdm.auto import tqdm
@@ -395,7 +402,7 @@ def train(self) -> dict:
                 if interrupt.set or (limit and done_here >= limit):
                     bar.close(); self.save("latest")
                     if interrupt.set:
-                        self.log.info(f"interrupted: saved {self.output_dir / 'latest'}")
+                        self.say(f"interrupted: saved {self.output_dir / 'latest'}")
                         raise KeyboardInterrupt(f"training interrupted; resume with -o Global.checkpoints={self.output_dir / 'latest'}")
                     return dict(self.best)
             bar.close()
@@ -405,7 +412,7 @@ def train(self) -> dict:
 
 Engine.train = train
 
-# %% ../nbs/12_engine.ipynb #ec826daf
+# %% ../nbs/12_engine.ipynb #659989a4
 def end_epoch(self):
     "Evaluate and save the checkpoints due at the end of `self.epoch`."
     g = self.config["Global"]
@@ -426,14 +433,14 @@ def evaluate(self) -> dict:
     metrics = evaluate_retrieval(self.model, self.query_loader, self.gallery_loader, self.config["Metric"]["Eval"],
                                  feature_from, bool(g.get("feature_normalize", True)))
     shown = {k: v for k, v in metrics.items() if k != "skipped_images"}
-    self.log.info(f"[Eval][Epoch {self.epoch}] " + ", ".join(f"{k} {v:.5f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
-    if metrics["skipped_images"]: self.log.info("left out (unreadable): " + ", ".join(metrics["skipped_images"]))
+    self.say(f"[Eval][Epoch {self.epoch}] " + ", ".join(f"{k} {v:.5f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
+    if metrics["skipped_images"]: self.say("left out (unreadable): " + ", ".join(metrics["skipped_images"]))
     self.record("eval", **shown)
     return metrics
 
 Engine.end_epoch, Engine.evaluate = end_epoch, evaluate
 
-# %% ../nbs/12_engine.ipynb #809a98d5
+# %% ../nbs/12_engine.ipynb #abb9f9fe
 def _cli(prog: str, description: str, argv=None):
     "(arguments, config), or (None, None) after printing why the config cannot be used."
     import argparse

@@ -183,3 +183,22 @@ def test_data_parallel_two_processes(reference, lists, tmp_path):
     test_images = sum(1 for _ in open(lists[2]))
     assert f"num_queries {test_images}" in log  # every rank's share of the query set was gathered
     assert (tmp_path / "out/latest.pdparams").exists() and not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_ctrl_c_saves_latest_and_exits(reference, lists, tmp_path):
+    "SIGINT during training: the step finishes, `latest` is saved with the position, fe_train exits with 130."
+    import signal, subprocess, sys, time
+    cfg = tmp_path / "small.yaml"
+    yaml.safe_dump(small_config(reference, lists, tmp_path / "out", epochs=50, eval_during_train=False), open(cfg, "w"))
+    proc = subprocess.Popen([sys.executable, "-c", f"import sys; from feature_extraction.engine import fe_train; "
+                             f"sys.exit(fe_train(['-c', {str(cfg)!r}]))"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "out/train.log"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (log.exists() and "[Train]" in log.read_text()): time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "resume with -o Global.checkpoints=" in err
+    e = Engine(small_config(reference, lists, tmp_path / "again", epochs=50, eval_during_train=False,
+                            checkpoints=str(tmp_path / "out/latest")), "train")
+    assert e.global_step >= 1 and (e.epoch, e.iteration) != (1, 0)
