@@ -9,7 +9,7 @@ __all__ = ['CHECKPOINT_PARTS', 'seed_everything', 'rng_states', 'set_rng_states'
            'Engine', 'say', 'load_pretrained', 'resume', 'save', 'train_step', 'record', 'train', 'end_epoch',
            'evaluate', 'fe_train', 'fe_eval']
 
-# %% ../nbs/12_engine.ipynb #0c4685cb
+# %% ../nbs/12_engine.ipynb #82841958
 import hashlib
 import json
 import logging
@@ -30,14 +30,14 @@ from paddle import nn
 from .config import ConfigError, add_config_arguments, config_from_arguments, save_config, validate_config
 from .core import check_int
 from .data import DATASETS
-from .loader import BatchLoader, DistributedBatchSampler
+from .loader import BatchLoader, DistributedBatchSampler  # also registers DistributedBatchSampler
 from .losses import build_loss
 from .metrics import retrieval_metrics
 from .model import build_model, load_weights
 from .sampler import SAMPLERS, distributed_env
 from .transforms import Pipeline
 
-# %% ../nbs/12_engine.ipynb #dd45ed91
+# %% ../nbs/12_engine.ipynb #69f84a96
 def seed_everything(seed: int, rank: int = 0):
     "Seed Python's, NumPy's and Paddle's generators with `seed + rank`, as PaddleClas does."
     s = check_int(seed, "seed", 0) + check_int(rank, "rank", 0)
@@ -51,7 +51,7 @@ def set_rng_states(states: dict):
     "Restore what `rng_states` returned."
     random.setstate(states["python"]); np.random.set_state(states["numpy"]); paddle.set_rng_state(states["paddle"])
 
-# %% ../nbs/12_engine.ipynb #caab1aeb
+# %% ../nbs/12_engine.ipynb #44f3c06f
 def use_device(device: str) -> str:
     "Set Paddle's device from `Global.device` (`cpu`, `gpu`, `gpu:1`); a GPU request without CUDA warns and uses the CPU."
     device = str(device or "cpu")
@@ -62,7 +62,7 @@ def use_device(device: str) -> str:
     paddle.set_device(device)
     return device
 
-# %% ../nbs/12_engine.ipynb #7eb6abaa
+# %% ../nbs/12_engine.ipynb #a2bc760c
 def exempt_batch_norm_from_decay(model: nn.Layer) -> int:
     "Give every batch-norm parameter an L2Decay(0) of its own; returns how many."
     n = 0
@@ -91,7 +91,7 @@ def build_optimizer(config: dict, model: nn.Layer, iters_per_epoch: int, epochs:
                                     weight_decay=paddle.regularizer.L2Decay(coeff) if coeff else None)
     return opt, scheduler
 
-# %% ../nbs/12_engine.ipynb #22e48766
+# %% ../nbs/12_engine.ipynb #a3128221
 def build_loader(entry: dict, seed: int, on_error: str) -> BatchLoader:
     "The `BatchLoader` of one `DataLoader` entry (`dataset`, `sampler`, optional `loader`)."
     dataset_cfg = dict(entry["dataset"])
@@ -103,7 +103,7 @@ def build_loader(entry: dict, seed: int, on_error: str) -> BatchLoader:
     workers = max(1, int((entry.get("loader") or {}).get("num_workers", 1)))
     return BatchLoader(dataset, pipeline, sampler, num_workers=workers, seed=seed, on_error=on_error)
 
-# %% ../nbs/12_engine.ipynb #974fa5e6
+# %% ../nbs/12_engine.ipynb #012cacd6
 def extract_features(model: nn.Layer, loader: BatchLoader, feature_from: str = "features") -> dict:
     "`features` [N, D] float32, `labels`, `unique_ids` (or None) and `skipped` images of one pass over `loader`."
     model.eval()
@@ -138,7 +138,7 @@ def metric_arguments(metric_eval: list) -> dict:
         elif name == "mAP": metrics.append("mAP")
     return {"topk": topk or (1,), "metrics": tuple(metrics)}
 
-# %% ../nbs/12_engine.ipynb #1c1cbdf3
+# %% ../nbs/12_engine.ipynb #c5b1e24d
 def evaluate_retrieval(model: nn.Layer, query_loader: BatchLoader, gallery_loader: BatchLoader = None,
                        metric_eval: list = ({"Recallk": {"topk": [1, 5]}}, {"mAP": {}}),
                        feature_from: str = "features", normalize: bool = True) -> dict:
@@ -153,7 +153,7 @@ def evaluate_retrieval(model: nn.Layer, query_loader: BatchLoader, gallery_loade
     skipped = query["skipped"] + ([] if gallery is query else gallery["skipped"])
     return out | {"num_skipped_images": len(skipped), "skipped_images": [p for _, p, _ in skipped]}
 
-# %% ../nbs/12_engine.ipynb #2f839dc0
+# %% ../nbs/12_engine.ipynb #437869db
 CHECKPOINT_PARTS = ("pdparams", "pdopt", "pdstates")
 
 def _digest(path) -> str:
@@ -198,7 +198,7 @@ def save_checkpoint(prefix, model: nn.Layer, optimizer, states: dict) -> Path:
             if t.exists(): t.unlink()
     return prefix
 
-# %% ../nbs/12_engine.ipynb #fee07c5e
+# %% ../nbs/12_engine.ipynb #2c3a390c
 def load_checkpoint(prefix, model: nn.Layer, optimizer=None) -> dict:
     "Load a checkpoint written by `save_checkpoint` into `model` (and `optimizer`); returns its states."
     prefix = Path(str(prefix).removesuffix(".pdparams"))
@@ -216,7 +216,7 @@ def load_checkpoint(prefix, model: nn.Layer, optimizer=None) -> dict:
     if optimizer is not None: set_optimizer_state(optimizer, model, paddle.load(f"{prefix}.pdopt"))
     return states
 
-# %% ../nbs/12_engine.ipynb #52a1bd4b
+# %% ../nbs/12_engine.ipynb #5bd1ebf0
 class Engine:
     "Training and retrieval evaluation of a `RecModel` from a PaddleClas-schema config."
     def __init__(self, config: dict, mode: str = "train"):
@@ -240,7 +240,7 @@ class Engine:
             paddle.distributed.init_parallel_env()
             self.network = paddle.DataParallel(self.model)
 
-# %% ../nbs/12_engine.ipynb #7e258523
+# %% ../nbs/12_engine.ipynb #229888c6
 def _logger(self) -> logging.Logger:
     "The engine's logger: `train.log` in the output folder (rank 0 only)."
     log = logging.getLogger(f"feature_extraction.engine.{id(self)}")
@@ -275,7 +275,7 @@ def load_pretrained(self, path) -> dict:
 
 Engine._logger, Engine.say, Engine._build_eval_loaders, Engine.load_pretrained = _logger, say, _build_eval_loaders, load_pretrained
 
-# %% ../nbs/12_engine.ipynb #de6b043c
+# %% ../nbs/12_engine.ipynb #32de4f0f
 def _build_training(self):
     "The training loader, losses, optimizer and schedule, AMP, and the starting point (resume or pretrained)."
     g, c = self.config["Global"], self.config
@@ -298,7 +298,7 @@ def _build_training(self):
 
 Engine._build_training = _build_training
 
-# %% ../nbs/12_engine.ipynb #0ab4516d
+# %% ../nbs/12_engine.ipynb #65e4a89e
 def _states(self) -> dict:
     return {"epoch": self.epoch, "iteration": self.iteration, "iters_per_epoch": self.iters_per_epoch,
             "global_step": self.global_step, "best": dict(self.best), "seed": self.seed, "rng": rng_states(),
@@ -324,7 +324,7 @@ def save(self, name: str) -> Path:
 
 Engine._states, Engine.resume, Engine.save = _states, resume, save
 
-# %% ../nbs/12_engine.ipynb #b6c39229
+# %% ../nbs/12_engine.ipynb #f1706920
 def train_step(self, batch) -> dict:
     "One optimisation step on `batch`; returns the loss parts as floats."
     x, y = paddle.to_tensor(batch.images), paddle.to_tensor(batch.labels).reshape([-1, 1])
@@ -345,7 +345,7 @@ def train_step(self, batch) -> dict:
 
 Engine.train_step = train_step
 
-# %% ../nbs/12_engine.ipynb #8cd72b6f
+# %% ../nbs/12_engine.ipynb #1ac50f52
 def record(self, kind: str, **values):
     "Append one record to `history.jsonl` (rank 0 only)."
     if self.rank != 0: return
@@ -358,7 +358,7 @@ def _eta(seconds: float) -> str:
 
 Engine.record = record
 
-# %% ../nbs/12_engine.ipynb #0d5404a0
+# %% ../nbs/12_engine.ipynb #52c0bb98
 class _InterruptFlag:
     "While active, the first SIGINT sets `.set`; the second raises KeyboardInterrupt as usual."
     def __init__(self): self.set, self._old = False, None
@@ -372,7 +372,7 @@ class _InterruptFlag:
     def __exit__(self, *exc):
         if self._old is not None: signal.signal(signal.SIGINT, self._old)
 
-# %% ../nbs/12_engine.ipynb #700b1c4e
+# %% ../nbs/12_engine.ipynb #b6f6053f
 def train(self) -> dict:
     "Train from the current position to `Global.epochs`; returns the best metric and where it was reached."
     from tqdm.auto import tqdm
@@ -412,7 +412,7 @@ def train(self) -> dict:
 
 Engine.train = train
 
-# %% ../nbs/12_engine.ipynb #659989a4
+# %% ../nbs/12_engine.ipynb #e410d2ea
 def end_epoch(self):
     "Evaluate and save the checkpoints due at the end of `self.epoch`."
     g = self.config["Global"]
@@ -440,7 +440,7 @@ def evaluate(self) -> dict:
 
 Engine.end_epoch, Engine.evaluate = end_epoch, evaluate
 
-# %% ../nbs/12_engine.ipynb #abb9f9fe
+# %% ../nbs/12_engine.ipynb #a4a7cf54
 def _cli(prog: str, description: str, argv=None):
     "(arguments, config), or (None, None) after printing why the config cannot be used."
     import argparse
