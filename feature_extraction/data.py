@@ -205,7 +205,8 @@ def decode_image(data,            # the bytes of an image file (bytes, bytearray
     data = bytes(data)
     if not data: raise ImageDecodeError("empty data (0 bytes)")
     buf = np.frombuffer(data, np.uint8)
-    if data[:3] == b"\xff\xd8\xff":
+    jpeg = data[:3] == b"\xff\xd8\xff"
+    if jpeg:
         info = jpeg_info(data)
         if info is None: raise ImageDecodeError("corrupt JPEG: the headers are unreadable or cut off")
         h, w, complete, exif = info
@@ -216,7 +217,7 @@ def decode_image(data,            # the bytes of an image file (bytes, bytearray
     if img is None:
         raise ImageDecodeError(f"OpenCV cannot decode these {len(data)} bytes (starting {data[:8]!r}): corrupt, "
                                "truncated or not an image")
-    return img if data[:3] == b"\xff\xd8\xff" and _IMREAD_RGB is not None else _to_rgb8(img)
+    return img if jpeg and _IMREAD_RGB is not None else _to_rgb8(img)
 
 # %% ../nbs/07_data.ipynb #850a5eb7
 def load_image(path,            # image file

@@ -359,7 +359,7 @@ def _geometry(self, params: list, src_hw):
     if len(np.unique(hws[-1], axis=0)) > 1:
         raise ValueError(f"the samples come out with different sizes {np.unique(hws[-1], axis=0).tolist()}: end the chain with a ResizeImage")
     out_hw, B = tuple(int(v) for v in hws[-1][0]), len(hws[0])
-    fill_ops = [(j, op.fills(p)) for j, (op, p) in enumerate(zip(self.ops, params)) if op.fills(p) is not None]
+    fill_ops = [(j, f) for j, f in enumerate(op.fills(p) for op, p in zip(self.ops, params)) if f is not None]
     windows = np.zeros((B, len(fill_ops), 16))  # rows of zeros: no window (see `augment.check_windows`)
     for k, (j, fills) in enumerate(fill_ops):
         if not fills.any(): continue
