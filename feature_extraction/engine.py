@@ -28,7 +28,8 @@ import paddle
 from paddle import nn
 
 from .config import ConfigError, add_config_arguments, config_from_arguments, save_config, validate_config
-from .core import check_int
+from .backbone import set_cpu_threads
+from .core import check_int, default_num_threads
 from .data import DATASETS
 from .loader import BatchLoader, DistributedBatchSampler  # also registers DistributedBatchSampler
 from .losses import build_loss
@@ -53,13 +54,15 @@ def set_rng_states(states: dict):
 
 # %% ../nbs/12_engine.ipynb #44f3c06f
 def use_device(device: str) -> str:
-    "Set Paddle's device from `Global.device` (`cpu`, `gpu`, `gpu:1`); a GPU request without CUDA warns and uses the CPU."
+    """Set Paddle's device from `Global.device` (`cpu`, `gpu`, `gpu:1`); a GPU request without CUDA warns and uses the CPU.
+    On the CPU, the compute threads are this process's share of its cores (`PADDLE_LOCAL_SIZE` processes per machine)."""
     device = str(device or "cpu")
     if device.startswith("gpu") and not paddle.device.is_compiled_with_cuda():
         warnings.warn(f"Global.device={device}, but this PaddlePaddle is built without CUDA: training on the CPU "
                       "(set Global.device=cpu to silence this; GPU users install paddlepaddle-gpu)")
         device = "cpu"
     paddle.set_device(device)
+    if device == "cpu": set_cpu_threads(max(1, default_num_threads() // int(os.environ.get("PADDLE_LOCAL_SIZE", 1))))
     return device
 
 # %% ../nbs/12_engine.ipynb #a2bc760c

@@ -20,7 +20,7 @@ def test_metrics_import_without_paddle():
 
 def test_compiled_core_is_an_extension_module():
     import importlib
-    for name in ("_retrieval", "_augment", "_decode"):
+    for name in ("_retrieval", "_augment", "_decode", "_depthwise"):
         ext = importlib.import_module(f"feature_extraction.{name}")
         assert ext.__file__.endswith((".so", ".pyd")), ext.__file__
 
