@@ -40,6 +40,24 @@ def problems(f):
     return info.value.problems
 
 
+# --- the CPU recipe for the icons data -------------------------------------------------------------------------
+
+def test_icons_cpu_recipe_is_complete_and_reads_the_shared_icons():
+    "configs/icons_cpu.yaml loads without warnings, and its data paths are ../shared/datasets/icons from the repo root."
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        cfg = load_config(REPO / "configs/icons_cpu.yaml")
+    validate_config(cfg, require_eval=True)
+    dl = cfg["DataLoader"]
+    for entry, name in [(dl["Train"], "train_list.txt"), (dl["Eval"]["Query"], "test_list.txt"),
+                        (dl["Eval"]["Gallery"], "test_list.txt")]:
+        assert Path(entry["dataset"]["image_root"]) == Path("../shared/datasets/icons")
+        assert Path(entry["dataset"]["cls_label_path"]) == Path("../shared/datasets/icons") / name
+    if (REPO.parent / "shared").is_dir():  # as in CI
+        assert (REPO / "../shared/datasets/icons/train_list.txt").is_file()
+    assert cfg["Arch"]["Head"]["class_num"] == 837 and cfg["Global"]["image_shape"] == [3, 32, 32]
+
+
 # --- the reference config ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("where", ["shared", "configs"])
