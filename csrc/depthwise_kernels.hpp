@@ -34,79 +34,61 @@ inline void tap_range(int64_t tap, int64_t size, int64_t out_size, int64_t strid
     lo = std::min(lo, hi);
 }
 
-__attribute__((target_clones("avx2", "default")))
-inline void forward_plane(const float* x, const float* filter, const DepthwiseGeometry& g, float* y) {
-    std::fill(y, y + g.oh * g.ow, 0.0f);
+// Calls row(tap, in, out, x0, x1) for every filter tap (ky * k + kx) and every output row it reaches: `in` is the
+// offset in the input plane of the pixel that output column 0 of that row would read with that tap, `out` the
+// offset of the output row, and columns x0 <= ox < x1 read inside the image (input offset in + ox * stride).
+template <class Row>
+__attribute__((always_inline)) inline void for_each_tap_row(const DepthwiseGeometry& g, Row row) {
     for (int64_t ky = 0; ky < g.k; ++ky) {
         int64_t y0, y1;
         tap_range(ky, g.h, g.oh, g.stride, g.pad, y0, y1);
         for (int64_t kx = 0; kx < g.k; ++kx) {
             int64_t x0, x1;
             tap_range(kx, g.w, g.ow, g.stride, g.pad, x0, x1);
-            const float wv = filter[ky * g.k + kx];
-            for (int64_t oy = y0; oy < y1; ++oy) {
-                const float* in = x + (oy * g.stride + ky - g.pad) * g.w + kx - g.pad;
-                float* out = y + oy * g.ow;
-                if (g.stride == 1) {
-                    for (int64_t ox = x0; ox < x1; ++ox) out[ox] += wv * in[ox];
-                } else {
-                    for (int64_t ox = x0; ox < x1; ++ox) out[ox] += wv * in[ox * g.stride];
-                }
-            }
+            for (int64_t oy = y0; oy < y1; ++oy)
+                row(ky * g.k + kx, (oy * g.stride + ky - g.pad) * g.w + kx - g.pad, oy * g.ow, x0, x1);
         }
     }
+}
+
+__attribute__((target_clones("avx2", "default")))
+inline void forward_plane(const float* x, const float* filter, const DepthwiseGeometry& g, float* y) {
+    std::fill(y, y + g.oh * g.ow, 0.0f);
+    const int64_t s = g.stride;
+    for_each_tap_row(g, [&](int64_t tap, int64_t in, int64_t out, int64_t x0, int64_t x1) __attribute__((always_inline)) {
+        const float wv = filter[tap];
+        if (s == 1) for (int64_t ox = x0; ox < x1; ++ox) y[out + ox] += wv * x[in + ox];
+        else for (int64_t ox = x0; ox < x1; ++ox) y[out + ox] += wv * x[in + ox * s];
+    });
 }
 
 __attribute__((target_clones("avx2", "default")))
 inline void input_grad_plane(const float* gy, const float* filter, const DepthwiseGeometry& g, float* gx) {
     std::fill(gx, gx + g.h * g.w, 0.0f);
-    for (int64_t ky = 0; ky < g.k; ++ky) {
-        int64_t y0, y1;
-        tap_range(ky, g.h, g.oh, g.stride, g.pad, y0, y1);
-        for (int64_t kx = 0; kx < g.k; ++kx) {
-            int64_t x0, x1;
-            tap_range(kx, g.w, g.ow, g.stride, g.pad, x0, x1);
-            const float wv = filter[ky * g.k + kx];
-            for (int64_t oy = y0; oy < y1; ++oy) {
-                float* in = gx + (oy * g.stride + ky - g.pad) * g.w + kx - g.pad;
-                const float* out = gy + oy * g.ow;
-                if (g.stride == 1) {
-                    for (int64_t ox = x0; ox < x1; ++ox) in[ox] += wv * out[ox];
-                } else {
-                    for (int64_t ox = x0; ox < x1; ++ox) in[ox * g.stride] += wv * out[ox];
-                }
-            }
-        }
-    }
+    const int64_t s = g.stride;
+    for_each_tap_row(g, [&](int64_t tap, int64_t in, int64_t out, int64_t x0, int64_t x1) __attribute__((always_inline)) {
+        const float wv = filter[tap];
+        if (s == 1) for (int64_t ox = x0; ox < x1; ++ox) gx[in + ox] += wv * gy[out + ox];
+        else for (int64_t ox = x0; ox < x1; ++ox) gx[in + ox * s] += wv * gy[out + ox];
+    });
 }
 
-// Adds to `acc` (k * k doubles) the filter gradient of one plane. Float sums per output row keep
-// the inner loop vectorised; rows are summed in double, so long batches do not lose precision.
+// Adds to `acc` (k * k doubles) the filter gradient of one plane. Float sums per output row keep the inner loop
+// vectorised; rows are summed in double, so long batches do not lose precision.
 __attribute__((target_clones("avx2", "default")))
 inline void filter_grad_plane(const float* x, const float* gy, const DepthwiseGeometry& g, double* acc) {
-    for (int64_t ky = 0; ky < g.k; ++ky) {
-        int64_t y0, y1;
-        tap_range(ky, g.h, g.oh, g.stride, g.pad, y0, y1);
-        for (int64_t kx = 0; kx < g.k; ++kx) {
-            int64_t x0, x1;
-            tap_range(kx, g.w, g.ow, g.stride, g.pad, x0, x1);
-            double total = 0.0;
-            for (int64_t oy = y0; oy < y1; ++oy) {
-                const float* in = x + (oy * g.stride + ky - g.pad) * g.w + kx - g.pad;
-                const float* out = gy + oy * g.ow;
-                float row = 0.0f;
-                if (g.stride == 1) {
+    const int64_t s = g.stride;
+    for_each_tap_row(g, [&](int64_t tap, int64_t in, int64_t out, int64_t x0, int64_t x1) __attribute__((always_inline)) {
+        float row = 0.0f;
+        if (s == 1) {
 #pragma omp simd reduction(+ : row)
-                    for (int64_t ox = x0; ox < x1; ++ox) row += out[ox] * in[ox];
-                } else {
+            for (int64_t ox = x0; ox < x1; ++ox) row += gy[out + ox] * x[in + ox];
+        } else {
 #pragma omp simd reduction(+ : row)
-                    for (int64_t ox = x0; ox < x1; ++ox) row += out[ox] * in[ox * g.stride];
-                }
-                total += row;
-            }
-            acc[ky * g.k + kx] += total;
+            for (int64_t ox = x0; ox < x1; ++ox) row += gy[out + ox] * x[in + ox * s];
         }
-    }
+        acc[tap] += row;
+    });
 }
 
 // y [n, c, oh, ow] = x [n, c, h, w] convolved with filters [c, k, k].
