@@ -342,7 +342,8 @@ def test_threads_end_when_the_iterator_is_dropped(icons_train, slow_pipeline):
 
 
 CTRL_C_CHILD = textwrap.dedent("""
-    import sys, threading, time
+    import faulthandler, signal, sys, threading, time
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for every thread's stack if we hang
     import feature_extraction.loader as loader_module
     from feature_extraction.data import ImageNetDataset
     from feature_extraction.transforms import Pipeline
@@ -376,7 +377,11 @@ def test_ctrl_c_stops_a_loader_promptly(shared, tmp_path):
         time.sleep(0.3)  # the main thread now waits for the first batch, which needs 10 s
         sent = time.monotonic()
         child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=20)
+        try: out, err = child.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGUSR1); time.sleep(1); child.kill()
+            out, err = child.communicate()
+            pytest.fail(f"the child did not stop within 20 s of Ctrl-C. Its output:\n{out}\nIts threads:\n{err}")
         elapsed = time.monotonic() - sent
     finally:
         if child.poll() is None: child.kill(); child.wait()
