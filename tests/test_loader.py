@@ -344,6 +344,7 @@ def test_threads_end_when_the_iterator_is_dropped(icons_train, slow_pipeline):
 CTRL_C_CHILD = textwrap.dedent("""
     import faulthandler, signal, sys, threading, time
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for every thread's stack if we hang
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal: a background launch (nohup, some CI) ignores it
     import feature_extraction.loader as loader_module
     from feature_extraction.data import ImageNetDataset
     from feature_extraction.transforms import Pipeline
