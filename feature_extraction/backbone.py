@@ -25,7 +25,7 @@ from paddle.autograd import PyLayer
 from paddle.nn.initializer import KaimingNormal
 from paddle.regularizer import L2Decay
 
-from .core import Registry, check_int, compiled, default_num_threads, resolve_num_threads
+from .core import Registry, check_int, compiled, resolve_num_threads
 
 # %% ../nbs/02_backbone.ipynb #51ea4a3b
 def make_divisible(v: float, divisor: int = 8) -> int:
