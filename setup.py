@@ -63,7 +63,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["feature_extraction", "feature_extraction.*"]),
     include_package_data=True,
     install_requires=reqs("requirements"),
-    extras_require={"dev": reqs("dev_requirements"), "cpu": reqs("cpu_requirements")},
+    extras_require={"dev": reqs("dev_requirements"), "cpu": reqs("cpu_requirements"), "onnx": reqs("onnx_requirements")},
     python_requires=">=" + min_python,
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

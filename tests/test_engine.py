@@ -1,7 +1,7 @@
 """The training engine on a small slice of the icons data at 32x32: the reference config builds everything, training
 and evaluation run and write their files, a resume in the middle of an epoch gives the weights of an uninterrupted
 run, a crash during a checkpoint save leaves the previous checkpoint loadable, a non-finite loss stops the run
-before the weights change, and the command-line tools. nbs/12_engine.ipynb explains the design."""
+before the weights change, and the command-line tools. nbs/13_engine.ipynb explains the design."""
 import copy
 import json
 
