@@ -57,7 +57,10 @@ class Registry:
         "Register `obj` under `name` (default: its `__name__`); usable as `@reg.register` or `@reg.register(name=...)`."
         if obj is None: return lambda o: self.register(o, name=name)
         key = name or obj.__name__
-        if key in self.entries: raise KeyError(f"{self.kind} {key!r} is registered twice")
+        old = self.entries.get(key)
+        if old is not None and getattr(old, "__qualname__", None) != getattr(obj, "__qualname__", None):
+            raise KeyError(f"{self.kind} {key!r} is registered twice: {old!r} and {obj!r}")
+        # the same definition again (a notebook cell re-run, a module both imported and run) replaces the old one
         self.entries[key] = obj
         return obj
 
