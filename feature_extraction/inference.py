@@ -5,9 +5,10 @@
 # %% auto #0
 __all__ = ['INFERENCE_FILES', 'PADDLECLAS_PREPROCESS', 'IMAGE_EXTENSIONS', 'FeatureModel', 'preprocess_ops', 'inference_pipeline',
            'file_digest', 'inference_metadata', 'quiet_export', 'to_onnx', 'export_model', 'check_batch',
-           'PaddlePredictor', 'OnnxPredictor', 'read_inference_yml', 'resolve_device', 'open_predictor', 'find_images',
-           'ImageList', 'FeatureExtractor', 'as_inputs', 'exported_predictor', 'load_for_export', 'fe_export',
-           'collect_inputs', 'write_atomic', 'write_tsv', 'read_tsv', 'Extraction', 'fe_extract']
+           'PaddlePredictor', 'OnnxPredictor', 'read_inference_yml', 'resolve_device', 'onnx_available',
+           'open_predictor', 'find_images', 'ImageList', 'FeatureExtractor', 'as_inputs', 'exported_predictor',
+           'load_for_export', 'fe_export', 'collect_inputs', 'write_atomic', 'write_tsv', 'read_tsv', 'Extraction',
+           'fe_extract']
 
 # %% ../nbs/12_inference.ipynb #dd26ccbb
 import contextlib
@@ -136,8 +137,9 @@ def to_onnx(model_dir, opset: int = 11) -> Path:
     try: import paddle2onnx
     except ImportError: raise ImportError("ONNX export needs paddle2onnx: pip install 'feature_extraction[onnx]'") from None
     model_dir = Path(model_dir)
-    paddle2onnx.export(str(model_dir/"inference.json"), str(model_dir/"inference.pdiparams"), str(model_dir/"inference.onnx"),
-                       opset_version=opset, enable_onnx_checker=True)
+    with quiet_export():
+        paddle2onnx.export(str(model_dir/"inference.json"), str(model_dir/"inference.pdiparams"), str(model_dir/"inference.onnx"),
+                           opset_version=opset, enable_onnx_checker=True)
     return model_dir/"inference.onnx"
 
 # %% ../nbs/12_inference.ipynb #0f3ec0b6
@@ -154,9 +156,8 @@ def export_model(model: RecModel, out_dir, transform_ops: list, feature_from: st
     try:
         with paddle.no_grad(): size = int(net(paddle.zeros([1, 3, h, w])).shape[1])  # before to_static converts `net`
         spec = [paddle.static.InputSpec([None, 3, h, w], "float32", "x")]
-        with quiet_export():
-            paddle.jit.save(paddle.jit.to_static(net, input_spec=spec, full_graph=True), str(tmp/"inference"))
-            if "onnx" in formats: to_onnx(tmp)
+        with quiet_export(): paddle.jit.save(paddle.jit.to_static(net, input_spec=spec, full_graph=True), str(tmp/"inference"))
+        if "onnx" in formats: to_onnx(tmp)
         meta = inference_metadata(transform_ops, size, feature_from, reparameterize, architecture,
                                   file_digest(tmp/"inference.pdiparams"))
         (tmp/"inference.yml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
@@ -235,12 +236,18 @@ def resolve_device(device: str = "auto") -> str:
         raise ValueError(f"device={device!r}, but this PaddlePaddle has no CUDA: use device='cpu', or install paddlepaddle-gpu")
     return device
 
+def onnx_available() -> bool:
+    "paddle2onnx and onnxruntime are installed (the `onnx` extra)."
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in ("paddle2onnx", "onnxruntime"))
+
 def open_predictor(model_dir, backend: str = "auto", device: str = "cpu", num_threads: int = None) -> tuple:
-    "(backend name, predictor) for the model in `model_dir`: `auto`, `paddle` or `onnx`."
+    "(backend name, predictor) for the model in `model_dir`: `paddle`, `onnx`, or `auto` (see above)."
     d = Path(model_dir)
     if not d.is_dir(): raise FileNotFoundError(f"model folder not found: {d}")
     has = {kind: all((d/f).exists() for f in files) for kind, files in INFERENCE_FILES.items()}
     if backend not in ("auto", "paddle", "onnx"): raise ValueError(f"backend must be 'auto', 'paddle' or 'onnx', got {backend!r}")
+    if backend == "auto" and device == "cpu" and has["onnx"] and onnx_available(): backend = "onnx"  # faster on CPUs
     if backend in ("auto", "paddle"):
         for kind in ("paddle", "paddle2"):
             if has[kind]: return "paddle", PaddlePredictor(*(d/f for f in INFERENCE_FILES[kind]), device, num_threads)
@@ -346,10 +353,12 @@ FeatureExtractor.__call__ = _call
 @contextlib.contextmanager
 def exported_predictor(model: RecModel, transform_ops: list, feature_from: str = "features", device: str = "cpu",
                        num_threads: int = None, tmp_root=None):
-    "A `PaddlePredictor` of `model` (re-parameterised, exported to a temporary folder in `tmp_root`, deleted on exit)."
+    """A predictor of `model` (re-parameterised, exported to a temporary folder in `tmp_root`, deleted on exit):
+    onnxruntime on the CPU when the `onnx` extra is installed, else Paddle Inference."""
     with tempfile.TemporaryDirectory(prefix="feature_extraction_export_", dir=tmp_root) as tmp:
-        out = export_model(model, Path(tmp)/"model", transform_ops, feature_from)
-        yield PaddlePredictor(out/"inference.json", out/"inference.pdiparams", device, num_threads)
+        formats = ("paddle", "onnx") if device == "cpu" and onnx_available() else ("paddle",)
+        yield open_predictor(export_model(model, Path(tmp)/"model", transform_ops, feature_from, formats=formats),
+                             "auto", device, num_threads)[1]
 
 # %% ../nbs/12_inference.ipynb #673ff743
 def load_for_export(config: dict) -> RecModel:
