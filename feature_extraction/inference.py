@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['INFERENCE_FILES', 'PADDLECLAS_PREPROCESS', 'IMAGE_EXTENSIONS', 'FeatureModel', 'preprocess_ops', 'inference_pipeline',
-           'file_digest', 'inference_metadata', 'quiet_export', 'to_onnx', 'export_model', 'check_batch',
-           'PaddlePredictor', 'OnnxPredictor', 'read_inference_yml', 'resolve_device', 'onnx_available',
+           'file_digest', 'model_fingerprint', 'inference_metadata', 'quiet_export', 'to_onnx', 'export_model',
+           'check_batch', 'PaddlePredictor', 'OnnxPredictor', 'read_inference_yml', 'resolve_device', 'onnx_available',
            'open_predictor', 'find_images', 'ImageList', 'FeatureExtractor', 'as_inputs', 'exported_predictor',
            'load_for_export', 'fe_export', 'collect_inputs', 'write_atomic', 'write_tsv', 'read_tsv', 'Extraction',
            'fe_extract']
@@ -96,6 +96,12 @@ def file_digest(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
     return h.hexdigest()
 
+def model_fingerprint(params_file, transform_ops: list, feature_from: str = "features") -> str:
+    "SHA-256 of the weights, the preprocessing and the output taken: equal fingerprints mean comparable features."
+    h = hashlib.sha256(file_digest(params_file).encode())
+    h.update(json.dumps({"transform_ops": transform_ops, "feature_from": feature_from}, sort_keys=True).encode())
+    return h.hexdigest()
+
 def inference_metadata(transform_ops: list, feature_size: int, feature_from: str, reparameterized: bool,
                        architecture: str, fingerprint: str) -> dict:
     "The contents of `inference.yml`."
@@ -159,7 +165,7 @@ def export_model(model: RecModel, out_dir, transform_ops: list, feature_from: st
         with quiet_export(): paddle.jit.save(paddle.jit.to_static(net, input_spec=spec, full_graph=True), str(tmp/"inference"))
         if "onnx" in formats: to_onnx(tmp)
         meta = inference_metadata(transform_ops, size, feature_from, reparameterize, architecture,
-                                  file_digest(tmp/"inference.pdiparams"))
+                                  model_fingerprint(tmp/"inference.pdiparams", transform_ops, feature_from))
         (tmp/"inference.yml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
         _replace_dir(tmp, out_dir)
     finally: shutil.rmtree(tmp, ignore_errors=True)
@@ -269,10 +275,11 @@ def find_images(folder) -> list:
 
 @dataclass
 class ImageList:
-    "Image paths with int64 labels (-1: unknown) and optional unique ids: the data set of `BatchLoader` for inference."
+    "Image paths with int64 labels (-1: unknown), optional unique ids and text labels: `BatchLoader`'s data set for inference."
     paths: list
     labels: np.ndarray = None
     unique_ids: np.ndarray = None
+    names: list = None  # text labels (gallery lists), where the int64 `labels` cannot hold them
     def __post_init__(self):
         self.paths = [str(p) for p in self.paths]
         self.labels = np.full(len(self.paths), -1, np.int64) if self.labels is None else np.asarray(self.labels, np.int64)
@@ -298,7 +305,8 @@ class FeatureExtractor:
         return l2_normalize(feats) if self.normalize else feats
 
     feature_size = property(lambda self: int(self.metadata["Global"].get("feature_size", 512)))
-    fingerprint = property(lambda self: self.metadata["Global"].get("fingerprint") or file_digest(self.weights_file))
+    fingerprint = property(lambda self: self.metadata["Global"].get("fingerprint") or model_fingerprint(
+        self.weights_file, self.metadata["PreProcess"]["transform_ops"], self.metadata["Global"].get("feature_from", "features")))
     weights_file = property(lambda self: next(self.model_dir/f for f in ("inference.pdiparams", "inference.onnx") if (self.model_dir/f).exists()))
     def __repr__(self):
         h, w = self.pipeline.output_hw
