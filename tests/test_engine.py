@@ -57,13 +57,18 @@ def small_config(reference, lists, out_dir, **global_overrides) -> dict:
         if name == "Pad": args["padding"] = 2
     tr["sampler"].update({"batch_size": 16, "id_list": None, "ratio": None})
     tr["loader"]["num_workers"] = 1
+    set_eval_data(c, icons, test, SIZE, batch_size=32, workers=1)
+    return c
+
+
+def set_eval_data(c: dict, image_root, label_file, size: int, batch_size: int, workers: int):
+    "Point the query and gallery sets of config `c` at `label_file`, resized to `size` x `size`."
     for part in ("Query", "Gallery"):
         ev = c["DataLoader"]["Eval"][part]
-        ev["dataset"].update({"image_root": str(icons), "cls_label_path": str(test)})
-        ev["dataset"]["transform_ops"][1]["ResizeImage"]["size"] = [SIZE, SIZE]
-        ev["sampler"]["batch_size"] = 32
-        ev["loader"]["num_workers"] = 1
-    return c
+        ev["dataset"].update({"image_root": str(image_root), "cls_label_path": str(label_file)})
+        ev["dataset"]["transform_ops"][1]["ResizeImage"]["size"] = [size, size]
+        ev["sampler"]["batch_size"] = batch_size
+        ev["loader"]["num_workers"] = workers
 
 
 def weights(engine) -> dict:

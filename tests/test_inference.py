@@ -17,7 +17,7 @@ from feature_extraction.engine import Engine, fe_eval
 from feature_extraction.inference import (FeatureExtractor, export_model, fe_export, fe_extract, preprocess_ops,
                                           read_tsv, load_for_export)
 from feature_extraction.metrics import retrieval_metrics
-from test_engine import slice_list
+from test_engine import set_eval_data, slice_list
 
 SIZE = 96  # the size the full-set comparison uses
 
@@ -32,12 +32,7 @@ def setup(shared, tmp_path_factory):
                         "pretrained_model": str(shared / "reference/paddleclas/recmodel"), "image_shape": [3, SIZE, SIZE]})
     c["Arch"]["Backbone"]["pretrained"] = False
     c["Arch"]["Head"]["class_num"] = 100
-    for part in ("Query", "Gallery"):
-        ev = c["DataLoader"]["Eval"][part]
-        ev["dataset"].update({"image_root": str(icons), "cls_label_path": str(test_list)})
-        ev["dataset"]["transform_ops"][1]["ResizeImage"]["size"] = [SIZE, SIZE]
-        ev["sampler"]["batch_size"] = 64
-        ev["loader"]["num_workers"] = 2
+    set_eval_data(c, icons, test_list, SIZE, batch_size=64, workers=2)
     cfg = tmp / "config.yaml"
     yaml.safe_dump(c, open(cfg, "w"))
     return {"tmp": tmp, "icons": icons, "list": test_list, "cfg": cfg, "config": c}
