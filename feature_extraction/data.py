@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['DATASETS', 'LabelFile', 'LabelFileError', 'read_label_file', 'LabelFileDataset', 'ImageNetDataset', 'VeriWild',
-           'ImageDecodeError', 'reference_jpeg_info', 'jpeg_info', 'decode_image', 'load_image']
+           'ImageDecodeError', 'reference_jpeg_info', 'jpeg_info', 'decode_image', 'load_image', 'demo_data']
 
 # %% ../nbs/07_data.ipynb #9fa680da
 import os
@@ -229,3 +229,12 @@ def load_image(path,            # image file
     except FileNotFoundError: raise FileNotFoundError(f"image file not found: {path}") from None
     try: return decode_image(data, reduce_to)
     except ImageDecodeError as e: raise ImageDecodeError(f"{path}: {e}") from None
+
+# %% ../nbs/07_data.ipynb #d8cdec9c
+def demo_data() -> Path:
+    "The folder of the bundled demo data set `icons-mini` (`train_list.txt`, `test_list.txt`, `images/`, `ATTRIBUTION.md`)."
+    import importlib.resources
+    path = Path(str(importlib.resources.files("feature_extraction")))/"demo_data"/"icons-mini"
+    if not (path/"train_list.txt").is_file():
+        raise FileNotFoundError(f"the bundled demo data is missing from {path}: reinstall feature_extraction")
+    return path
