@@ -20,6 +20,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import logging
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines reach the terminal once paddle has set up logging
 import faiss
 import numpy as np
 

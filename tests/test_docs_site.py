@@ -51,24 +51,6 @@ def server(site):
     httpd.server_close()
 
 
-@pytest.fixture(scope="module")
-def chromium(tmp_path_factory):
-    "Run headless Chromium with some arguments; returns its stdout. Skips (fails under CI) without it."
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        msg = "Chromium not found: install Debian's chromium (`apt-get install chromium`) to test the docs site"
-        if os.environ.get("CI"): pytest.fail(msg)
-        pytest.skip(msg)
-    profile = tmp_path_factory.mktemp("chromium-profile")
-
-    def run(*args, timeout=120) -> str:
-        r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                            f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=timeout)
-        assert r.returncode == 0, f"chromium failed ({r.returncode}):\n{r.stderr[-3000:]}"
-        return r.stdout
-    return run
-
-
 def test_site_files(site):
     "The pages, the search index and the styles are there, and the home page loads nothing from the internet."
     for name in ("index.html", "00_core.html", "01_metrics.html", "search/search_index.json", "stylesheets/extra.css"):
@@ -119,3 +101,19 @@ def test_metrics_page_screenshot(server, chromium, tmp_path):
     assert shot.is_file() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A blank 1280x2000 page compresses to about 10 kB; the styled page with text is over 300 kB.
     assert shot.stat().st_size > 100_000, f"screenshot {shot} looks blank ({shot.stat().st_size} bytes)"
+
+
+def stored_figures(notebook: Path) -> int:
+    "How many plotly figures `notebook` holds as stored outputs."
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    return sum("application/vnd.plotly.v1+json" in o.get("data", {}) for c in nb["cells"] for o in c.get("outputs", []))
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (ROOT / "nbs").glob("*.ipynb") if stored_figures(p)))
+def test_figures_render(server, chromium, notebook):
+    "Every plotly figure stored in a notebook is drawn on its page by the site's own plotly.js (no internet)."
+    page = notebook.replace(".ipynb", ".html")
+    dom = chromium("--virtual-time-budget=20000", "--dump-dom", f"{server}/{page}")
+    drawn = dom.count('class="main-svg"') // 3  # plotly draws three SVG layers per figure
+    assert drawn == stored_figures(ROOT / "nbs" / notebook), f"{page}: {drawn} figures drawn"
+

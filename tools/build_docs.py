@@ -33,6 +33,7 @@ try:
     from nbdev.process import NBProcessor
     from nbdev.processors import (clean_magics, clean_show_doc, filter_stream_, hide_, hide_line,
                                   populate_language, rm_header_dash, strip_ansi, strip_hidden_metadata)
+    from feature_extraction.plots import figure_html, plotly_js  # the figures' HTML, as in the package's reports
 except ImportError as e:
     sys.exit(f"error: {e.name} is not installed: {INSTALL_HINT}")
 
@@ -45,6 +46,10 @@ HIDDEN_DIRECTIVES = {"default_exp", "exporti"} | (set() if SHOW_EXPORTED_SOURCE 
 # Wider pages than mkdocs-material's default (61rem): the code lines of the notebooks are up to
 # 120 characters. mkdocs.yml's extra_css names this file; it is written to the staging folder.
 EXTRA_CSS = ("stylesheets/extra.css", ".md-grid { max-width: 90rem; }\n")
+# plotly.js, from the `plotly` package, is staged here and loaded in each page's head (tools/docs_theme/main.html):
+# figures are stored in the notebooks as plotly JSON, which `plotly_outputs` turns into HTML that draws them.
+PLOTLY_JS = "javascripts/plotly.min.js"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
 # Tag that mkdocs.yml's `remove_tag_config` turns into "show the outputs only".
 REMOVE_INPUT_TAG = "remove_input"
 
@@ -112,10 +117,18 @@ def quarto_options(cell):
         if opts.get("echo") == "false": cell.metadata.setdefault("tags", []).append(REMOVE_INPUT_TAG)
 
 
+def plotly_outputs(cell):
+    "Turn stored plotly figures into HTML that draws them (with the image hover of `feature_extraction.plots`)."
+    for out in cell.get("outputs", []):
+        data = out.get("data", {})
+        if PLOTLY_MIME in data:
+            out["data"] = {"text/html": figure_html(data[PLOTLY_MIME])}
+
+
 # The order follows nbdev's own docs processors (nbdev.processors.FilterDefaults.base_procs) minus
 # those that need Quarto, execute code or point links at nbdev's page names.
 DOC_PROCS = [populate_language, strip_ansi, hide_line, filter_stream_, rm_header_dash, clean_show_doc,
-             rm_hidden_directives, clean_magics, hide_, quarto_options, strip_hidden_metadata]
+             rm_hidden_directives, clean_magics, hide_, quarto_options, strip_hidden_metadata, plotly_outputs]
 
 
 def process_notebook(path: Path):
@@ -157,6 +170,8 @@ def stage(nbs: Path, stage_dir: Path) -> list[dict]:
     css = stage_dir / EXTRA_CSS[0]
     css.parent.mkdir(parents=True, exist_ok=True)
     css.write_text(EXTRA_CSS[1], encoding="utf-8")
+    (stage_dir / PLOTLY_JS).parent.mkdir(parents=True, exist_ok=True)
+    (stage_dir / PLOTLY_JS).write_text(plotly_js(), encoding="utf-8")
     nav = []
     for path in find_notebooks(nbs):
         if problem := missing_outputs(path):
@@ -259,6 +274,7 @@ def main(argv=None) -> int:
     for name in ("mkdocs", "build_docs"):
         logging.getLogger(name).addHandler(handler)
         logging.getLogger(name).setLevel(logging.INFO if args.verbose else logging.WARNING)
+        logging.getLogger(name).propagate = False  # paddle (imported with the package) sets up the root logger too
 
     try:
         settings = read_settings()
