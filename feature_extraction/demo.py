@@ -6,7 +6,7 @@
 __all__ = ['HEADLINE', 'demo_config', 'train_demo', 'export_demo', 'held_out_queries', 'search_demo', 'grid_queries',
            'demo_report', 'run_demo', 'fe_demo']
 
-# %% ../nbs/17_demo.ipynb #a297a594
+# %% ../nbs/17_demo.ipynb #197406d4
 import argparse
 import json
 import shutil
@@ -24,7 +24,7 @@ from .inference import FeatureExtractor, export_model, load_for_export, onnx_ava
 from .plots import (Report, precision_recall, projection, read_history, recall_at_k, recall_over_epochs,
                                       retrieval_grid, training_curves)
 
-# %% ../nbs/17_demo.ipynb #62af601f
+# %% ../nbs/17_demo.ipynb #fe2a23c9
 def demo_config(output_dir, overrides=()) -> dict:
     "The demo recipe on the bundled data, writing to `output_dir`, with `-o`-style `overrides` applied last."
     data = demo_data()
@@ -35,7 +35,7 @@ def demo_config(output_dir, overrides=()) -> dict:
         **{f"DataLoader.Eval.{s}.dataset.cls_label_path": data / "test_list.txt" for s in ("Query", "Gallery")}}.items()]
     return load_config(data.parent / "demo.yaml", paths + list(overrides))
 
-# %% ../nbs/17_demo.ipynb #466f3514
+# %% ../nbs/17_demo.ipynb #471f1efa
 def train_demo(config: dict) -> tuple:
     "Train `config` from scratch; (engine, metrics before training, metrics of the final weights)."
     engine = Engine(config, "train")
@@ -45,7 +45,7 @@ def train_demo(config: dict) -> tuple:
     after = last if last["epoch"] == engine.epochs and last["iteration"] > 0 else engine.evaluate()
     return engine, before, after
 
-# %% ../nbs/17_demo.ipynb #bfc2cf4e
+# %% ../nbs/17_demo.ipynb #24c5881f
 def export_demo(engine: Engine, out_dir) -> FeatureExtractor:
     "Export `engine`'s final weights to `out_dir` and open them with `FeatureExtractor`."
     config = json.loads(json.dumps(engine.config))
@@ -54,14 +54,14 @@ def export_demo(engine: Engine, out_dir) -> FeatureExtractor:
     export_model(load_for_export(config), out_dir, preprocess_ops(config), formats=formats)
     return FeatureExtractor(out_dir)
 
-# %% ../nbs/17_demo.ipynb #eef51088
+# %% ../nbs/17_demo.ipynb #05bfdc45
 def held_out_queries(labels) -> tuple:
     "(query positions, gallery positions): the first image of each class is its query, the others are the gallery."
     labels = np.asarray(labels)
     first = np.unique(labels, return_index=True)[1]
     return np.sort(first), np.setdiff1d(np.arange(len(labels)), first)
 
-# %% ../nbs/17_demo.ipynb #8a7f110a
+# %% ../nbs/17_demo.ipynb #678091e9
 def search_demo(features, paths: list, names: list, extractor: FeatureExtractor, k: int = 10) -> dict:
     "Build the demo gallery, search the held-out queries, calibrate; what the report shows."
     qi, gi = held_out_queries(names)
@@ -72,7 +72,7 @@ def search_demo(features, paths: list, names: list, extractor: FeatureExtractor,
     right = np.array([row[0] is not None and row[0].label == names[i] for row, i in zip(results.items, qi)])
     return {"gallery": gallery, "queries": qi, "results": results, "right": right, "calibration": calibration}
 
-# %% ../nbs/17_demo.ipynb #e0e0c714
+# %% ../nbs/17_demo.ipynb #617a6a83
 HEADLINE = ("recall1", "recall5", "mAP")
 
 def grid_queries(right, n: int = 4) -> np.ndarray:
@@ -84,8 +84,9 @@ def demo_report(engine: Engine, before: dict, after: dict, paths: list, names: l
                 seconds: float) -> Report:
     "The demo's report: numbers, training curves, recall@k, precision-recall, projection and retrieval grid."
     history, cal = read_history(engine.output_dir), search["calibration"]
+    num_train = len(read_label_file(engine.config["DataLoader"]["Train"]["dataset"]["cls_label_path"]))
     rep = Report("feature_extraction demo: icons-mini").paragraph(
-        f"PP-LCNetV2 trained from random weights for {engine.epochs} epochs on {len(engine.train_loader.builder.paths)} drawings "
+        f"PP-LCNetV2 trained from random weights for {engine.epochs} epochs on {num_train} drawings "
         f"of 150 icon names, evaluated on {len(paths)} drawings of 150 other names; {seconds / 60:.1f} minutes in all.")
     rep.heading("Retrieval on the test classes").table(
         [{"model": m, **{k: float(r[k]) for k in HEADLINE}} for m, r in (("untrained", before), ("trained", after))])
@@ -105,7 +106,7 @@ def demo_report(engine: Engine, before: dict, after: dict, paths: list, names: l
     rep.heading("The feature space").figure(projection(features, names, images=paths))
     return rep
 
-# %% ../nbs/17_demo.ipynb #9c8973c1
+# %% ../nbs/17_demo.ipynb #0abdeb88
 def run_demo(output_dir="fe_demo", overrides=(), say=print) -> dict:
     "Train, evaluate, export, extract, index and search on the demo data; write the report. Returns the summary."
     out, start = Path(output_dir).resolve(), time.perf_counter()
@@ -128,7 +129,7 @@ def run_demo(output_dir="fe_demo", overrides=(), say=print) -> dict:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
-# %% ../nbs/17_demo.ipynb #caf74355
+# %% ../nbs/17_demo.ipynb #cb1cf5ff
 def fe_demo(argv=None) -> int:
     "Command line: the demo (`fe_demo [--output DIR] [-o KEY=VALUE ...]`)."
     parser = argparse.ArgumentParser(prog="fe_demo", description="Train, evaluate, export, extract, index and search on the "
