@@ -466,7 +466,11 @@ def _build(args) -> str:
 # %% ../nbs/14_gallery.ipynb #6e57f8c4
 def fe_index(argv=None) -> int:
     "Command line: `fe_index build|add|remove|info|calibrate INDEX_DIR ...`."
-    args = index_parser().parse_args(argv)
+    parser = index_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse gives a positional list met after an option (`build DIR --model M a.jpg`) to no one: take it as inputs
+    if extra and hasattr(args, "inputs") and not any(e.startswith("-") for e in extra): args.inputs += extra
+    elif extra: parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "build": print(_build(args)); return 0
         g = Gallery.load(args.index_dir, num_threads=getattr(args, "num_threads", None))

@@ -117,3 +117,12 @@ def test_figures_render(server, chromium, notebook):
     drawn = dom.count('class="main-svg"') // 3  # plotly draws three SVG layers per figure
     assert drawn == stored_figures(ROOT / "nbs" / notebook), f"{page}: {drawn} figures drawn"
 
+
+def test_tutorials_in_site(site):
+    "The tutorials are pages of the site, in its navigation."
+    index = (site / "index.html").read_text(encoding="utf-8")
+    tutorials = sorted(p.name for p in (ROOT / "nbs").glob("*_tutorial_*.ipynb"))
+    assert len(tutorials) >= 4, tutorials
+    for nb in tutorials:
+        page = nb.replace(".ipynb", ".html")
+        assert (site / page).is_file() and f'href="{page}"' in index, f"{page} is not in the site's navigation"
