@@ -8,6 +8,7 @@ __all__ = ['HEADLINE', 'demo_config', 'train_demo', 'export_demo', 'held_out_que
 
 # %% ../nbs/17_demo.ipynb #197406d4
 import argparse
+import copy
 import json
 import shutil
 import sys
@@ -48,7 +49,7 @@ def train_demo(config: dict) -> tuple:
 # %% ../nbs/17_demo.ipynb #24c5881f
 def export_demo(engine: Engine, out_dir) -> FeatureExtractor:
     "Export `engine`'s final weights to `out_dir` and open them with `FeatureExtractor`."
-    config = json.loads(json.dumps(engine.config))
+    config = copy.deepcopy(engine.config)
     config["Global"]["pretrained_model"] = str(engine.output_dir / "latest")
     formats = ("paddle", "onnx") if onnx_available() else ("paddle",)
     export_model(load_for_export(config), out_dir, preprocess_ops(config), formats=formats)
@@ -69,7 +70,7 @@ def search_demo(features, paths: list, names: list, extractor: FeatureExtractor,
     gallery.add(features[gi], [Item(paths[i], names[i]) for i in gi])
     calibration = gallery.calibrate(features[qi], [names[i] for i in qi])
     results = gallery.search(features[qi], k=k)
-    right = np.array([row[0] is not None and row[0].label == names[i] for row, i in zip(results.items, qi)])
+    right = results.right_at_1([names[i] for i in qi])
     return {"gallery": gallery, "queries": qi, "results": results, "right": right, "calibration": calibration}
 
 # %% ../nbs/17_demo.ipynb #617a6a83

@@ -26,11 +26,7 @@ UNJUDGED_COLOUR = "#aaa"  # answers to an upload, which has no label; the others
 
 def top1_failures(results: SearchResults, query_labels) -> np.ndarray:
     "Indices of the queries whose first answer has another label than the query's, or that have no answer."
-    labels = [str(l) for l in query_labels]
-    if len(labels) != len(results.items):
-        raise ValueError(f"{len(labels)} query labels and {len(results.items)} result rows: they must match")
-    return np.array([q for q, (row, label) in enumerate(zip(results.items, labels))
-                     if not row or row[0] is None or row[0].label != label], np.int64)
+    return np.flatnonzero(~results.right_at_1(query_labels)).astype(np.int64)
 
 # %% ../nbs/16_explorer.ipynb #9ec0aad7
 def cyclic_neighbour(indices, current: int, forward: bool = True):

@@ -143,6 +143,12 @@ class SearchResults:
     items: list
     @property
     def unknown(self) -> np.ndarray: return self.ids[:, 0] < 0
+    def right_at_1(self, labels) -> np.ndarray:
+        "Whether each query's first answer has the query's label (compared as text); no answer is not a right one."
+        labels = [str(l) for l in labels]
+        if len(labels) != len(self.items):
+            raise ValueError(f"{len(labels)} query labels and {len(self.items)} result rows: they must match")
+        return np.array([bool(row) and row[0] is not None and row[0].label == l for row, l in zip(self.items, labels)], bool)
     def rows(self) -> list:
         "One dict per answer: query, rank, score, id, label, path."
         return [{"query": q, "rank": r + 1, "score": float(self.scores[q, r]), "id": int(self.ids[q, r]),
@@ -358,9 +364,8 @@ def _calibrate(self, features, labels, target_precision: float = None) -> dict:
     "Choose and store `threshold` from labelled query features: best F1, or the lowest reaching `target_precision`."
     labels = np.asarray([str(l) for l in labels])
     res = self.search(features, k=1)
-    top = np.array([it.label if it else None for it in (row[0] for row in res.items)], dtype=object)
     answerable = int(np.isin(labels, list(self.labels())).sum())
-    t, p, r = threshold_curve(res.scores[:, 0], top == labels, answerable)
+    t, p, r = threshold_curve(res.scores[:, 0], res.right_at_1(labels), answerable)
     f1 = 2 * p * r / np.maximum(p + r, 1e-12)
     if target_precision is None: best = int(np.argmax(f1))
     else:

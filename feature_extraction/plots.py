@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from plotly.subplots import make_subplots
 
+from .data import load_image
 from .gallery import threshold_curve
 from .inference import write_atomic
 
@@ -28,10 +29,8 @@ def thumbnail(image, size: int = 96) -> bytes:
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an RGB uint8 array [H, W, 3], got {image.dtype} {list(image.shape)}")
-        bgr = np.ascontiguousarray(image[..., ::-1])
-    else:
-        bgr = cv2.imdecode(np.fromfile(str(image), np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None: raise ValueError(f"{image}: not an image OpenCV can decode")
+    else: image = load_image(str(image), reduce_to=(size, size))  # errors name the file; big JPEGs decode small
+    bgr = np.ascontiguousarray(image[..., ::-1])
     scale = size / max(bgr.shape[:2])
     if scale < 1: bgr = cv2.resize(bgr, (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))), interpolation=cv2.INTER_AREA)
     return cv2.imencode(".png", bgr)[1].tobytes()

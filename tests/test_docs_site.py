@@ -9,9 +9,7 @@ import functools
 import html
 import json
 import http.server
-import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
