@@ -47,7 +47,7 @@ def extension(name: str) -> setuptools.Extension:
     )
 
 
-extensions = [extension("_retrieval"), extension("_augment"), extension("_decode"), extension("_depthwise")]
+extensions = [extension("_retrieval"), extension("_augment"), extension("_decode"), extension("_depthwise"), extension("_pointwise")]
 
 setuptools.setup(
     name=cfg["lib_name"],

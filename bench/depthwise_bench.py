@@ -4,7 +4,7 @@ In PP-LCNetV2 the depthwise convolutions dominate a CPU training step when Paddl
 the same run and on the same model, batch and input, the bare training step (forward, mean loss, backward,
 Momentum step) with `backbone.DepthwiseConv2D` as shipped (the compiled kernels) and with its forward replaced by
 Paddle's own `conv2d(groups=C)`, in alternating rounds, and prints images/s and the median ratio of the rounds.
-Both use the same CPU thread count (`backbone.set_cpu_threads`).
+Both use the same CPU thread count (`backbone.set_cpu_threads`, Paddle's kernels included).
 
     python bench/depthwise_bench.py                   # PPLCNetV2_small 32x32 x128, PPLCNetV2_base_ShiTu 64x64 x64
     python bench/depthwise_bench.py --threads 1 --rounds 5
@@ -40,7 +40,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=3, help="training steps per round and variant")
     args = ap.parse_args()
-    print(f"CPU threads: {backbone.set_cpu_threads(args.threads)}")
+    threads = backbone.set_cpu_threads(args.threads)
+    backbone.set_cpu_threads(threads, paddle_threads=threads)  # Paddle's depthwise convolution gets the same threads
+    print(f"CPU threads: {threads}")
     for arch, kwargs, size, batch in CASES:
         paddle.seed(0)
         model = getattr(backbone, arch)(**kwargs)

@@ -91,9 +91,43 @@ inline void filter_grad_plane(const float* x, const float* gy, const DepthwiseGe
     });
 }
 
+// Small maps (output rows of at most kShortRow columns, as in the last stages of a network fed 32x32 or 64x64
+// images): rows are too short for the tap-row walk to vectorise, and its per-row bookkeeping costs more than the
+// arithmetic. Every plane has the same geometry, so the (output, input, tap) triples that meet inside the image are
+// listed once per call and each plane is a straight walk over them.
+constexpr int64_t kShortRow = 4;
+
+struct TapPair {
+    int32_t out, in, tap;  // offsets in the output plane, the input plane and the filter
+};
+
+inline std::vector<TapPair> tap_pairs(const DepthwiseGeometry& g) {
+    std::vector<TapPair> pairs;
+    for_each_tap_row(g, [&](int64_t tap, int64_t in, int64_t out, int64_t x0, int64_t x1) {
+        for (int64_t ox = x0; ox < x1; ++ox)
+            pairs.push_back({static_cast<int32_t>(out + ox), static_cast<int32_t>(in + ox * g.stride),
+                             static_cast<int32_t>(tap)});
+    });
+    return pairs;
+}
+
+inline bool use_tap_pairs(const DepthwiseGeometry& g) { return g.ow <= kShortRow; }
+
 // y [n, c, oh, ow] = x [n, c, h, w] convolved with filters [c, k, k].
 inline void depthwise_forward(const float* x, const float* filters, DepthwiseGeometry g, int num_threads, float* y) {
     const int64_t planes = g.n * g.c, in_size = g.h * g.w, out_size = g.oh * g.ow, taps = g.k * g.k;
+    if (use_tap_pairs(g)) {
+        const std::vector<TapPair> pairs = tap_pairs(g);
+#pragma omp parallel for schedule(static) num_threads(num_threads)
+        for (int64_t p = 0; p < planes; ++p) {
+            const float* xp = x + p * in_size;
+            const float* filter = filters + (p % g.c) * taps;
+            float* yp = y + p * out_size;
+            std::fill(yp, yp + out_size, 0.0f);
+            for (const TapPair& t : pairs) yp[t.out] += filter[t.tap] * xp[t.in];
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static) num_threads(num_threads)
     for (int64_t p = 0; p < planes; ++p)
         forward_plane(x + p * in_size, filters + (p % g.c) * taps, g, y + p * out_size);
@@ -103,6 +137,18 @@ inline void depthwise_forward(const float* x, const float* filters, DepthwiseGeo
 inline void depthwise_input_grad(const float* gy, const float* filters, DepthwiseGeometry g, int num_threads,
                                  float* gx) {
     const int64_t planes = g.n * g.c, in_size = g.h * g.w, out_size = g.oh * g.ow, taps = g.k * g.k;
+    if (use_tap_pairs(g)) {
+        const std::vector<TapPair> pairs = tap_pairs(g);
+#pragma omp parallel for schedule(static) num_threads(num_threads)
+        for (int64_t p = 0; p < planes; ++p) {
+            const float* gyp = gy + p * out_size;
+            const float* filter = filters + (p % g.c) * taps;
+            float* gxp = gx + p * in_size;
+            std::fill(gxp, gxp + in_size, 0.0f);
+            for (const TapPair& t : pairs) gxp[t.in] += filter[t.tap] * gyp[t.out];
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static) num_threads(num_threads)
     for (int64_t p = 0; p < planes; ++p)
         input_grad_plane(gy + p * out_size, filters + (p % g.c) * taps, g, gx + p * in_size);
@@ -113,12 +159,23 @@ inline void depthwise_input_grad(const float* gy, const float* filters, Depthwis
 inline void depthwise_filter_grad(const float* x, const float* gy, DepthwiseGeometry g, int num_threads,
                                   float* gf) {
     const int64_t in_size = g.h * g.w, out_size = g.oh * g.ow, taps = g.k * g.k;
+    const bool small = use_tap_pairs(g);
+    const std::vector<TapPair> pairs = small ? tap_pairs(g) : std::vector<TapPair>();
 #pragma omp parallel for schedule(static) num_threads(num_threads)
     for (int64_t ch = 0; ch < g.c; ++ch) {
         std::vector<double> acc(taps, 0.0);
+        std::vector<float> plane_acc(small ? taps : 0);
         for (int64_t i = 0; i < g.n; ++i) {
             const int64_t p = i * g.c + ch;
-            filter_grad_plane(x + p * in_size, gy + p * out_size, g, acc.data());
+            if (!small) {
+                filter_grad_plane(x + p * in_size, gy + p * out_size, g, acc.data());
+                continue;
+            }
+            const float* xp = x + p * in_size;
+            const float* gyp = gy + p * out_size;
+            std::fill(plane_acc.begin(), plane_acc.end(), 0.0f);
+            for (const TapPair& t : pairs) plane_acc[t.tap] += gyp[t.out] * xp[t.in];
+            for (int64_t t = 0; t < taps; ++t) acc[t] += plane_acc[t];
         }
         for (int64_t t = 0; t < taps; ++t) gf[ch * taps + t] = static_cast<float>(acc[t]);
     }

@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['NET_CONFIG', 'BACKBONES', 'WEIGHTS_HOME', 'WEIGHTS_URL', 'LayerRow', 'make_divisible', 'as_array',
-           'DepthwiseConv2DFunction', 'depthwise_conv2d', 'DepthwiseConv2D', 'set_cpu_threads', 'bn_param_attr',
-           'ConvBNLayer', 'SEModule', 'fold_bn', 'pad_kernel', 'fuse_branches', 'set_trainable',
+           'DepthwiseConv2DFunction', 'depthwise_conv2d', 'DepthwiseConv2D', 'single_threaded_scipy_blas',
+           'pointwise_kernels', 'PointwiseConv2DFunction', 'pointwise_conv2d', 'PointwiseConv2D', 'set_cpu_threads',
+           'bn_param_attr', 'ConvBNLayer', 'SEModule', 'fold_bn', 'pad_kernel', 'fuse_branches', 'set_trainable',
            'RepDepthwiseSeparable', 'check_image_batch', 'make_stage', 'PPLCNetV2', 'imagenet_weights', 'read_weights',
            'load_state', 'load_pretrained', 'build_backbone', 'PPLCNetV2_small', 'PPLCNetV2_base', 'PPLCNetV2_large',
            'PPLCNetV2_base_ShiTu', 'reparameterized', 'layer_cost', 'LayerTable', 'layer_table']
@@ -24,6 +25,7 @@ from paddle import ParamAttr
 from paddle.autograd import PyLayer
 from paddle.nn.initializer import KaimingNormal
 from paddle.regularizer import L2Decay
+from threadpoolctl import ThreadpoolController
 
 from .core import Registry, check_int, compiled, resolve_num_threads
 
@@ -99,12 +101,99 @@ class DepthwiseConv2D(nn.Conv2D):
     def forward(self, x):
         return depthwise_conv2d(x, self.weight, self.bias, self.conv_stride, self.conv_padding, self.num_threads)
 
+# %% ../nbs/02_backbone.ipynb #f8811e4d
+def single_threaded_scipy_blas() -> list:
+    "Set the BLAS libraries that `scipy.linalg.cython_blas` calls to one thread; returns their paths."
+    import scipy.linalg.cython_blas  # noqa: F401 (loads the library, so that threadpoolctl sees it)
+    blas = ThreadpoolController().select(user_api="blas")
+    scipy_dirs = {"scipy", "scipy.libs"}  # wheels keep it in scipy.libs; other builds link a system BLAS
+    paths = [lib.filepath for lib in blas.lib_controllers if scipy_dirs & set(Path(lib.filepath).parts[:-1])]
+    chosen = blas.select(filepath=paths) if paths else blas  # a shared system BLAS: all of them
+    chosen.limit(limits=1)
+    return [lib.filepath for lib in chosen.lib_controllers]
+
+_pointwise = None # The compiled module, loaded by `pointwise_kernels`
+
+def pointwise_kernels():
+    "The compiled pointwise module, loaded on first use (which also makes scipy's BLAS single-threaded)."
+    global _pointwise
+    if _pointwise is None:
+        single_threaded_scipy_blas()
+        _pointwise = compiled("_pointwise")
+    return _pointwise
+
+# %% ../nbs/02_backbone.ipynb #200203b3
+class PointwiseConv2DFunction(PyLayer):
+    "Autograd of the compiled pointwise kernels (call `pointwise_conv2d`, which checks the inputs)."
+    @staticmethod
+    def forward(ctx, x, weight, bias, num_threads: int):
+        (n, c_in, h, w), c_out = x.shape, weight.shape[0]
+        y = paddle.empty([n, c_out, h, w], "float32")
+        bias_array = None if bias is None else as_array(bias)
+        pointwise_kernels().forward(as_array(x).reshape(n, c_in, h * w), as_array(weight).reshape(c_out, c_in),
+                                    bias_array, num_threads, as_array(y).reshape(n, c_out, h * w))
+        ctx.save_for_backward(x, weight)
+        ctx.num_threads, ctx.has_bias = num_threads, bias is not None
+        ctx.needs_grad = (not x.stop_gradient, not weight.stop_gradient, bias is not None and not bias.stop_gradient)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y): # The input, weight and bias gradients in one pass over the batch
+        x, weight = ctx.saved_tensor()
+        (n, c_in, h, w), c_out = x.shape, weight.shape[0]
+        x_needs, w_needs, b_needs = ctx.needs_grad
+        grad_x = paddle.empty(x.shape, "float32") if x_needs else None
+        grad_w = paddle.empty(weight.shape, "float32")  # always summed: it shares the pass with grad_x
+        grad_b = paddle.empty([c_out], "float32") if ctx.has_bias else None
+        pointwise_kernels().backward(
+            as_array(x).reshape(n, c_in, h * w), as_array(weight).reshape(c_out, c_in),
+            as_array(grad_y).reshape(n, c_out, h * w), ctx.num_threads,
+            None if grad_x is None else as_array(grad_x).reshape(n, c_in, h * w),
+            as_array(grad_w).reshape(c_out, c_in), None if grad_b is None else as_array(grad_b))
+        grads = (grad_x, grad_w if w_needs else None)
+        return grads + (grad_b if b_needs else None,) if ctx.has_bias else grads
+
+# %% ../nbs/02_backbone.ipynb #a3810d2d
+def pointwise_conv2d(x: paddle.Tensor, weight: paddle.Tensor, # [N, C_in, H, W] and [C_out, C_in, 1, 1]
+                     bias: paddle.Tensor = None, # [C_out], or None
+                     num_threads: int = None) -> paddle.Tensor: # CPU threads; None: as `set_cpu_threads` set
+    "1x1 convolution (stride 1, one group): compiled GEMMs on the CPU in dynamic mode, Paddle's `conv2d` otherwise."
+    c_out, c_in = weight.shape[0], weight.shape[1]
+    if list(weight.shape) != [c_out, c_in, 1, 1]:
+        raise ValueError(f"pointwise weight must be [C_out, C_in, 1, 1], got {weight.shape}")
+    if len(x.shape) != 4 or x.shape[1] != c_in:
+        raise ValueError(f"a pointwise convolution of {c_in} channels needs an input [N, {c_in}, H, W], got {x.shape}")
+    if bias is not None and list(bias.shape) != [c_out]:
+        raise ValueError(f"bias must be [{c_out}], got {bias.shape}")
+    if not (paddle.in_dynamic_mode() and x.place.is_cpu_place()):
+        return F.conv2d(x, weight, bias)
+    tensors = [x, weight] + ([] if bias is None else [bias])
+    if any(t.dtype != paddle.float32 for t in tensors):
+        raise TypeError(f"the CPU pointwise convolution computes in float32, got {[str(t.dtype) for t in tensors]}")
+    if not all(t.place.is_cpu_place() for t in tensors):
+        raise ValueError("the input is on the CPU but the weight or the bias is not")
+    if max(x.shape[0] * x.shape[2] * x.shape[3], c_in, c_out) >= 2**31:
+        raise ValueError(f"input {x.shape} is too large for the 32-bit BLAS: split the batch")
+    threads = resolve_num_threads(_cpu_threads if num_threads is None else num_threads)
+    return PointwiseConv2DFunction.apply(x, weight, bias, threads)
+
+# %% ../nbs/02_backbone.ipynb #d4f7bfff
+class PointwiseConv2D(nn.Conv2D):
+    "A 1x1, stride-1, single-group `nn.Conv2D` computed by `pointwise_conv2d`."
+    def __init__(self, in_channels: int, out_channels: int, weight_attr=None, bias_attr=None,
+                 num_threads: int = None): # CPU threads; None: as `set_cpu_threads` set
+        super().__init__(in_channels, out_channels, 1, weight_attr=weight_attr, bias_attr=bias_attr)
+        self.num_threads = num_threads
+
+    def forward(self, x): return pointwise_conv2d(x, self.weight, self.bias, self.num_threads)
+
 # %% ../nbs/02_backbone.ipynb #3aa4d3a6
-def set_cpu_threads(num_threads: int = None) -> int: # None: `core.default_num_threads()`
-    "Threads of Paddle's CPU kernels and of the compiled depthwise convolution; returns the number set."
+def set_cpu_threads(num_threads: int = None, # Compiled kernels; None: `core.default_num_threads()`
+                    paddle_threads: int = 1) -> int: # Paddle's own CPU kernels (dynamic mode)
+    "Threads of the compiled convolutions and of Paddle's CPU kernels; returns the compiled kernels' count."
     global _cpu_threads
     _cpu_threads = resolve_num_threads(num_threads)
-    paddle.base.core.set_num_threads(_cpu_threads)
+    paddle.base.core.set_num_threads(check_int(paddle_threads, "paddle_threads"))
     return _cpu_threads
 
 # %% ../nbs/02_backbone.ipynb #a15ddf9a
@@ -119,8 +208,12 @@ class ConvBNLayer(nn.Layer):
                  use_act: bool = True): # End with a ReLU
         super().__init__()
         conv_args = dict(padding=(kernel_size - 1) // 2, weight_attr=ParamAttr(initializer=KaimingNormal()), bias_attr=False)
-        self.conv = (DepthwiseConv2D(in_channels, kernel_size, stride, **conv_args) if groups == in_channels == out_channels
-                     else nn.Conv2D(in_channels, out_channels, kernel_size, stride, groups=groups, **conv_args))
+        if groups == in_channels == out_channels:
+            self.conv = DepthwiseConv2D(in_channels, kernel_size, stride, **conv_args)
+        elif kernel_size == stride == groups == 1:
+            self.conv = PointwiseConv2D(in_channels, out_channels, conv_args["weight_attr"], bias_attr=False)
+        else:
+            self.conv = nn.Conv2D(in_channels, out_channels, kernel_size, stride, groups=groups, **conv_args)
         self.bn = nn.BatchNorm2D(out_channels, momentum=0.9, epsilon=1e-5,
                                  weight_attr=bn_param_attr(), bias_attr=bn_param_attr())
         self.use_act = use_act
@@ -134,9 +227,9 @@ class SEModule(nn.Layer):
     def __init__(self, channels: int, reduction: int = 4):
         super().__init__()
         self.avg_pool = nn.AdaptiveAvgPool2D(1)
-        self.conv1 = nn.Conv2D(channels, channels // reduction, 1)
+        self.conv1 = PointwiseConv2D(channels, channels // reduction)
         self.relu = nn.ReLU()
-        self.conv2 = nn.Conv2D(channels // reduction, channels, 1)
+        self.conv2 = PointwiseConv2D(channels // reduction, channels)
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x): return x * self.sigmoid(self.conv2(self.relu(self.conv1(self.avg_pool(x)))))
@@ -261,7 +354,7 @@ class PPLCNetV2(nn.Layer):
         self.avg_pool = nn.AdaptiveAvgPool2D(1)
         width, self.use_last_conv = make_divisible(2 * NET_CONFIG[-1][0] * scale), use_last_conv
         if use_last_conv:
-            self.last_conv = nn.Conv2D(width, class_expand, 1, bias_attr=None if last_conv_bias else False)
+            self.last_conv = PointwiseConv2D(width, class_expand, bias_attr=None if last_conv_bias else False)
             self.act = nn.ReLU() if last_act else nn.Identity()
             self.dropout = nn.Dropout(p=dropout_prob, mode="downscale_in_infer")
             width = class_expand
