@@ -116,6 +116,21 @@ _DEVICE = _Check("'cpu', 'gpu' or 'gpu:N'",
 _SEED = _Check("an integer >= 0, or false (meaning 0, as in PaddleClas)",
                lambda v: 0 if v is False else check_int(v, "seed", 0))
 
+def _split_size(v):
+    "0 (off), a float fraction in (0, 1), or an integer number of classes; a numeric string is read as a number."
+    if isinstance(v, str):
+        v = _real(v)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise ValueError
+    if isinstance(v, numbers.Integral):
+        return check_int(v, "validation_split", 0)
+    if v == 0 or 0 < v < 1:
+        return float(v)
+    raise ValueError
+
+_VALIDATION_SPLIT = _Check(
+    "0 (off), a fraction in (0, 1) of the training classes, or an integer >= 1 number of classes", _split_size)
+
 def _image_shape(v):
     if not isinstance(v, list) or len(v) != 3: raise ValueError
     return [check_int(x, "value") for x in v]
@@ -136,6 +151,8 @@ GLOBAL_KEYS = {  # key: (what it may be, default filled in when absent)
     "update_freq": (_fixed(1, "gradient accumulation is not supported"), 1),
     "to_static": (_fixed(False, "static-graph training is not supported"), False),
     "max_iterations": (_optional(_integer(1)), None),
+    "baseline_pixel_size": (_integer(1), 16), # side of the square images the raw-pixel baseline compares
+    "validation_split": (_VALIDATION_SPLIT, 0), # training classes held out to evaluate on, instead of the test classes
 }
 
 # %% ../nbs/11_config.ipynb #652f5340

@@ -22,14 +22,24 @@ def demo(tmp_path_factory) -> tuple:
 
 
 def test_demo_prints_and_writes(demo):
-    "Both the untrained and trained numbers are printed, with the report's path, and every output is there."
+    "Raw-pixel, untrained and trained numbers are printed in that order, with the report's path; every output is there."
     out, printed = demo
-    for line in ("untrained network:", "trained network:"):
-        assert re.search(line + r"\s+recall1 0\.\d{3}  recall5 0\.\d{3}  mAP 0\.\d{3}", printed), printed
+    rows = [line for line in printed.splitlines() if re.match(r"(raw pixels|untrained network|trained network):", line)]
+    assert [row.split(":")[0] for row in rows] == ["raw pixels", "untrained network", "trained network"], printed
+    for row in rows:
+        assert re.fullmatch(r"[a-z ]+:\s+recall1 0\.\d{3}  recall5 0\.\d{3}  mAP 0\.\d{3}", row), row
+        assert row.index("recall1") == 20, row  # the three rows line up
     assert f"report: {out / 'report.html'}" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["epochs"] == 2 and 0 <= summary["trained"]["recall1"] <= 1
+    assert summary["raw pixels"]["recall1"] == pytest.approx(0.306, abs=0.01)  # 16 x 16 pixels of the 588 test images
+    assert rows[0] == f"raw pixels:         recall1 {summary['raw pixels']['recall1']:.3f}  " \
+                      f"recall5 {summary['raw pixels']['recall5']:.3f}  mAP {summary['raw pixels']['mAP']:.3f}"
     assert sorted(p.name for p in out.iterdir()) == ["gallery", "inference", "report.html", "summary.json", "train"]
+    page = (out / "report.html").read_text(encoding="utf-8")
+    table = re.findall(r"<tr><td>([^<]+)</td><td>([0-9.]+)</td>", page)  # the retrieval table: model, recall1
+    assert [(m, round(float(r), 3)) for m, r in table[:3]] == [(m, round(summary[m]["recall1"], 3))
+                                                               for m in ("raw pixels", "untrained", "trained")]
 
 
 def test_demo_history(demo):
@@ -50,6 +60,8 @@ def test_report_renders_every_figure(demo, chromium):
     assert len(figures) == expected
     for i, fig in enumerate(figures):
         assert 'class="main-svg"' in fig, f"figure {i + 1} of {expected} was not drawn"
+    recall = next(f for f in figures if "Recall@k" in f)
+    assert re.findall(r'class="legendtext"[^>]*>([^<]+)<', recall) == ["raw pixels", "untrained", "trained"]
     grid = next(f for f in figures if "Queries (left)" in f)
     assert grid.count("<image") >= 8 * 2, "the retrieval grid's images are missing"
     projection = next(f for f in figures if "PCA to 2-D" in f)

@@ -4,6 +4,7 @@ run, a crash during a checkpoint save leaves the previous checkpoint loadable, a
 before the weights change, and the command-line tools. nbs/13_engine.ipynb explains the design."""
 import copy
 import json
+import re
 
 import numpy as np
 import paddle
@@ -101,8 +102,11 @@ def test_train_evaluate_and_files(reference, lists, tmp_path):
     for prefix in ("latest", "best_model", "epoch_1", "epoch_2"):
         assert {f"{prefix}.pdparams", f"{prefix}.pdopt", f"{prefix}.pdstates"} <= names
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
-    assert {h["kind"] for h in history} == {"train", "eval"} and "recall1" in history[-1]
-    assert "[Train][Epoch 2/2]" in (tmp_path / "train.log").read_text()
+    assert {h["kind"] for h in history} == {"train", "eval", "baseline"} and "recall1" in history[-1]
+    assert [h["name"] for h in history if h["kind"] == "baseline"] == ["raw pixels"]  # computed once, kept
+    log = (tmp_path / "train.log").read_text()
+    assert "[Train][Epoch 2/2]" in log
+    assert [line for line in log.splitlines() if "[Eval]" in line and "; raw pixels recall1 " in line]
     saved = yaml.safe_load(open(tmp_path / "config.yaml"))  # the effective config, defaults filled in
     assert saved["Global"]["epochs"] == 2 and saved["Global"]["sim_block_size"] == 64
     metrics = Engine(small_config(reference, lists, tmp_path / "eval", pretrained_model=str(tmp_path / "best_model")),
@@ -158,14 +162,34 @@ def test_command_line(reference, lists, tmp_path, capsys):
     assert fe_train(["-c", str(cfg), "-o", "Global.eval_during_train=False"]) == 0
     assert (tmp_path / "out/config.yaml").exists() and (tmp_path / "out/latest.pdparams").exists()
     assert fe_eval(["-c", str(cfg), "-o", f"Global.pretrained_model={tmp_path / 'out/latest'}",
-                    f"Global.output_dir={tmp_path / 'ev'}", "--json", str(tmp_path / "m.json")]) == 0
+                    f"Global.output_dir={tmp_path / 'ev'}", "--json", str(tmp_path / "m.json"), "--baselines"]) == 0
     printed = capsys.readouterr().out
     assert "recall1:" in printed and "mAP:" in printed
+    rows = printed.splitlines()[-3:]
+    assert [row.split(":")[0] for row in rows] == ["raw pixels", "untrained network", "trained network"], printed
+    for row in rows:
+        assert re.fullmatch(r"[a-z ]+: +recall1 \d\.\d{3}  recall5 \d\.\d{3}  mAP \d\.\d{3}", row), row
     assert fe_train(["-c", str(cfg), "-o", "Global.epochs=0", "Optimizer.momentum=2"]) == 1  # one report, both problems
     err = capsys.readouterr().err
     assert "Global.epochs" in err and "Optimizer.momentum" in err
     assert fe_eval(["-c", str(tmp_path / "missing.yaml")]) == 1 and "missing.yaml" in capsys.readouterr().err
-    assert set(json.loads((tmp_path / "m.json").read_text())) >= {"recall1", "recall5", "mAP"}
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert set(written) >= {"recall1", "recall5", "mAP", "baselines"}
+    assert list(written["baselines"]) == ["raw pixels", "untrained network"]
+
+
+def test_validation_split(reference, lists, tmp_path, capsys):
+    "Global.validation_split: the engine evaluates on held-out training classes; too large a split is a ConfigError."
+    icons, train, _ = lists
+    e = Engine(small_config(reference, lists, tmp_path, validation_split=0.25), "eval")
+    held = (tmp_path / "split/val_list.txt").read_text().splitlines()
+    kept = (tmp_path / "split/train_list.txt").read_text().splitlines()
+    assert len({line.split()[1] for line in held}) == 3
+    assert sorted(held + kept) == sorted(train.read_text().splitlines())  # the original lines
+    assert e.evaluate()["num_queries"] == len(held) == 12  # 3 of the 12 classes, 4 images each
+    cfg = tmp_path / "split.yaml"
+    yaml.safe_dump(small_config(reference, lists, tmp_path / "bad", validation_split=0.95), open(cfg, "w"))
+    assert fe_train(["-c", str(cfg)]) == 1 and "Global.validation_split" in capsys.readouterr().err
 
 
 def test_data_parallel_two_processes(reference, lists, tmp_path):
@@ -187,6 +211,7 @@ def test_data_parallel_two_processes(reference, lists, tmp_path):
     assert "[Train][Epoch 1/1][Iter 2/2]" in log  # 48 images / 2 ranks / 16 per batch
     test_images = sum(1 for _ in open(lists[2]))
     assert f"num_queries {test_images}" in log  # every rank's share of the query set was gathered
+    assert "; raw pixels recall1 " in log  # so was the pixel baseline's, computed by both ranks together
     assert (tmp_path / "out/latest.pdparams").exists() and not list((tmp_path / "out").glob("*.tmp"))
 
 
