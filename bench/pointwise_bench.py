@@ -19,13 +19,13 @@ flags are printed first: OpenBLAS picks its kernels by them (AVX2, AVX-512).
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import paddle
 import paddle.nn.functional as F
 import yaml
 
+from depthwise_bench import images_per_second  # the same bare training step (bench/ is on sys.path)
 from feature_extraction import backbone
 
 DEMO_YAML = Path(backbone.__file__).parent / "demo_data" / "demo.yaml"
@@ -57,15 +57,6 @@ def demo_backbone():
     arch = yaml.safe_load(DEMO_YAML.read_text())["Arch"]["Backbone"]
     kwargs = {k: v for k, v in arch.items() if k not in ("name", "pretrained")}
     return arch["name"], backbone.BACKBONES.get(arch["name"])(**kwargs)
-
-
-def images_per_second(model, optimizer, images, steps: int) -> float:
-    start = time.perf_counter()
-    for _ in range(steps):
-        model(images).mean().backward()
-        optimizer.step()
-        optimizer.clear_grad()
-    return steps * images.shape[0] / (time.perf_counter() - start)
 
 
 def variants(threads: int) -> dict:
