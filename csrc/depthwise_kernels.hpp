@@ -113,45 +113,47 @@ inline std::vector<TapPair> tap_pairs(const DepthwiseGeometry& g) {
 
 inline bool use_tap_pairs(const DepthwiseGeometry& g) { return g.ow <= kShortRow; }
 
-// y [n, c, oh, ow] = x [n, c, h, w] convolved with filters [c, k, k].
-inline void depthwise_forward(const float* x, const float* filters, DepthwiseGeometry g, int num_threads, float* y) {
+// The forward and the input gradient are mirror images over the same (image, channel) planes: the forward gathers
+// y[out] += filter[tap] * x[in], the input gradient scatters gx[in] += filter[tap] * gy[out]. `kInputGrad` picks
+// the direction: `src` is x or gy and `dst` is y or gx. The order of the sums, and so the result, is that of the
+// two loops this template replaced.
+template <bool kInputGrad>
+inline void depthwise_pass(const float* src, const float* filters, const DepthwiseGeometry& g, int num_threads,
+                           float* dst) {
     const int64_t planes = g.n * g.c, in_size = g.h * g.w, out_size = g.oh * g.ow, taps = g.k * g.k;
+    const int64_t src_size = kInputGrad ? out_size : in_size, dst_size = kInputGrad ? in_size : out_size;
     if (use_tap_pairs(g)) {
         const std::vector<TapPair> pairs = tap_pairs(g);
 #pragma omp parallel for schedule(static) num_threads(num_threads)
         for (int64_t p = 0; p < planes; ++p) {
-            const float* xp = x + p * in_size;
+            const float* sp = src + p * src_size;
             const float* filter = filters + (p % g.c) * taps;
-            float* yp = y + p * out_size;
-            std::fill(yp, yp + out_size, 0.0f);
-            for (const TapPair& t : pairs) yp[t.out] += filter[t.tap] * xp[t.in];
+            float* dp = dst + p * dst_size;
+            std::fill(dp, dp + dst_size, 0.0f);
+            for (const TapPair& t : pairs) {
+                const int32_t read = kInputGrad ? t.out : t.in, write = kInputGrad ? t.in : t.out;
+                dp[write] += filter[t.tap] * sp[read];
+            }
         }
         return;
     }
 #pragma omp parallel for schedule(static) num_threads(num_threads)
-    for (int64_t p = 0; p < planes; ++p)
-        forward_plane(x + p * in_size, filters + (p % g.c) * taps, g, y + p * out_size);
+    for (int64_t p = 0; p < planes; ++p) {
+        const float* filter = filters + (p % g.c) * taps;
+        if constexpr (kInputGrad) input_grad_plane(src + p * src_size, filter, g, dst + p * dst_size);
+        else forward_plane(src + p * src_size, filter, g, dst + p * dst_size);
+    }
+}
+
+// y [n, c, oh, ow] = x [n, c, h, w] convolved with filters [c, k, k].
+inline void depthwise_forward(const float* x, const float* filters, DepthwiseGeometry g, int num_threads, float* y) {
+    depthwise_pass<false>(x, filters, g, num_threads, y);
 }
 
 // gx [n, c, h, w] from the output gradient gy [n, c, oh, ow].
 inline void depthwise_input_grad(const float* gy, const float* filters, DepthwiseGeometry g, int num_threads,
                                  float* gx) {
-    const int64_t planes = g.n * g.c, in_size = g.h * g.w, out_size = g.oh * g.ow, taps = g.k * g.k;
-    if (use_tap_pairs(g)) {
-        const std::vector<TapPair> pairs = tap_pairs(g);
-#pragma omp parallel for schedule(static) num_threads(num_threads)
-        for (int64_t p = 0; p < planes; ++p) {
-            const float* gyp = gy + p * out_size;
-            const float* filter = filters + (p % g.c) * taps;
-            float* gxp = gx + p * in_size;
-            std::fill(gxp, gxp + in_size, 0.0f);
-            for (const TapPair& t : pairs) gxp[t.in] += filter[t.tap] * gyp[t.out];
-        }
-        return;
-    }
-#pragma omp parallel for schedule(static) num_threads(num_threads)
-    for (int64_t p = 0; p < planes; ++p)
-        input_grad_plane(gy + p * out_size, filters + (p % g.c) * taps, g, gx + p * in_size);
+    depthwise_pass<true>(gy, filters, g, num_threads, gx);
 }
 
 // gf [c, k, k] from the input x and the output gradient gy. Each thread owns whole channels, so

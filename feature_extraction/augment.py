@@ -8,8 +8,6 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'BORDERS', 'resize_map', 'flip_map',
            'reference_warp_normalize_batch', 'random_affine']
 
 # %% ../nbs/08_augment.ipynb #8cb20651
-import math
-
 import numpy as np
 
 from .core import check_int, check_real, compiled, resolve_num_threads
@@ -29,32 +27,45 @@ def _hw(hw):
     return hw[..., 0], hw[..., 1]
 
 # %% ../nbs/08_augment.ipynb #211003f9
-def resize_map(src_hw,  # (height, width) of the source, or [B, 2]
-               dst_hw,  # (height, width) of the result, or [B, 2]
-              ) -> np.ndarray:  # 3x3 (or [B, 3, 3]) forward map
-    "Forward map of `cv2.resize(src, (w, h))` with INTER_LINEAR: source x goes to (x + 0.5) / s - 0.5, s = W_src / W_dst."
+def resize_map(
+    src_hw,  # (height, width) of the source, or [B, 2]
+    dst_hw,  # (height, width) of the result, or [B, 2]
+) -> np.ndarray:  # 3x3 (or [B, 3, 3]) forward map
+    "Forward map of `cv2.resize(src, (w, h))` with INTER_LINEAR: x goes to (x + 0.5) / s - 0.5, s = W_src / W_dst."
     (H, W), (h, w) = _hw(src_hw), _hw(dst_hw)
     sx, sy = W / w, H / h
     return _affine(1 / sx, 0, 0.5 / sx - 0.5, 0, 1 / sy, 0.5 / sy - 0.5)
 
-def flip_map(width, vertical_height=None) -> np.ndarray:
-    "Forward map of a horizontal flip of an image `width` pixels wide (x goes to width - 1 - x); with `vertical_height`, a vertical flip instead."
+# %% ../nbs/08_augment.ipynb #eadb69bd
+def flip_map(
+    width,  # Width of the image (or [B]), for a horizontal flip
+    vertical_height=None,  # Height of the image (or [B]): a vertical flip instead
+) -> np.ndarray:  # 3x3 (or [B, 3, 3]) forward map
+    "Forward map of a horizontal flip (x goes to width - 1 - x); with `vertical_height`, of a vertical flip."
     if vertical_height is not None: return _affine(1, 0, 0, 0, -1, np.asarray(vertical_height) - 1)
     return _affine(-1, 0, np.asarray(width) - 1, 0, 1, 0)
 
-def pad_map(top, left=None) -> np.ndarray:
-    "Forward map of padding by `top` rows and `left` columns (`left` defaults to `top`): a translation."
+# %% ../nbs/08_augment.ipynb #2ff1f259
+def pad_map(
+    top,  # Rows added above (and below), or [B]
+    left=None,  # Columns added on the left (and right), or [B]; None: `top`
+) -> np.ndarray:  # 3x3 (or [B, 3, 3]) forward map
+    "Forward map of padding by `top` rows and `left` columns: a translation."
     left = top if left is None else left
     return _affine(1, 0, left, 0, 1, top)
 
-def crop_map(top, left) -> np.ndarray:
+def crop_map(
+    top,  # Row of the crop's top-left corner in the source, or [B]
+    left,  # Column of that corner, or [B]
+) -> np.ndarray:  # 3x3 (or [B, 3, 3]) forward map
     "Forward map of a crop whose top-left corner is (`top`, `left`) in the source: a translation by minus that."
     return _affine(1, 0, -np.asarray(left), 0, 1, -np.asarray(top))
 
 # %% ../nbs/08_augment.ipynb #bd0782bf
-def rotation_map(angle_deg,  # counter-clockwise on screen, as OpenCV (a number or [B])
-                 hw,         # (height, width) of the image (or [B, 2]), rotated about (w/2, h/2)
-                ) -> np.ndarray:
+def rotation_map(
+    angle_deg,  # Counter-clockwise on screen, as OpenCV (a number or [B])
+    hw,  # (height, width) of the image (or [B, 2]), rotated about (w/2, h/2)
+) -> np.ndarray:  # 3x3 (or [B, 3, 3]) forward map
     "Forward map of `cv2.getRotationMatrix2D((w / 2, h / 2), angle_deg, 1)`, the centre Paddle's cv2 backend uses."
     h, w = _hw(hw)
     cx, cy = w / 2, h / 2
@@ -62,18 +73,22 @@ def rotation_map(angle_deg,  # counter-clockwise on screen, as OpenCV (a number 
     a, b = np.cos(rad), np.sin(rad)
     return _affine(a, b, (1 - a) * cx - b * cy, -b, a, b * cx + (1 - a) * cy)
 
-def compose(*maps) -> np.ndarray:
-    "The output → source 2x3 map (what the kernel takes; [B, 2, 3] for stacks) of applying the forward `maps` in order."
+# %% ../nbs/08_augment.ipynb #97b4283b
+def compose(
+    *maps,  # Forward maps (3x3 or [B, 3, 3]), in the order the steps are applied
+) -> np.ndarray:  # 2x3 (or [B, 2, 3]) output -> source map
+    "The output → source map the kernel takes, of applying the forward `maps` in order."
     fwd = np.eye(3)
     for m in maps: fwd = np.asarray(m, np.float64) @ fwd
     return np.ascontiguousarray(np.linalg.inv(fwd)[..., :2, :])
 
 # %% ../nbs/08_augment.ipynb #8972e611
-def clip_window(to_frame,   # 2x3 map (or [B, 2, 3]): output pixel -> the step's output frame
-                frame_hw,   # (height, width) of that frame (or [B, 2]), where points are clamped
-                to_input,   # 2x3 map (or [B, 2, 3]): that frame -> the step's input frame
-                input_hw,   # (height, width) of the input frame (or [B, 2]): black lies outside it
-               ) -> np.ndarray:  # 16 float64 (or [B, 16]), the kernel's layout
+def clip_window(
+    to_frame,  # 2x3 map (or [B, 2, 3]): output pixel -> the step's output frame
+    frame_hw,  # (height, width) of that frame (or [B, 2]), where points are clamped
+    to_input,  # 2x3 map (or [B, 2, 3]): that frame -> the step's input frame
+    input_hw,  # (height, width) of the input frame (or [B, 2]): black lies outside it
+) -> np.ndarray:  # 16 float64 (or [B, 16]), the kernel's layout
     "One clip window for `warp_normalize_batch`: black outside `input_hw`, seen through a clamp to `frame_hw`."
     a, b = np.asarray(to_frame, np.float64)[..., :2, :], np.asarray(to_input, np.float64)[..., :2, :]
     (fh, fw), (ih, iw) = _hw(frame_hw), _hw(input_hw)
@@ -83,12 +98,17 @@ def clip_window(to_frame,   # 2x3 map (or [B, 2, 3]): output pixel -> the step's
             np.broadcast_to(iw, lead)[..., None], np.broadcast_to(ih, lead)[..., None]]
     return np.concatenate(cols, -1)
 
-def window_weights(windows, out_hw) -> np.ndarray:
-    "The [h, w] weights that the clip `windows` ([k, 16]) give the output pixels (NumPy; what the kernel computes)."
+# %% ../nbs/08_augment.ipynb #bd7738cf
+def window_weights(
+    windows,  # [k, 16] `clip_window` rows
+    out_hw,  # (height, width) of the output
+) -> np.ndarray:  # [h, w] float64 weights
+    "The weights that the clip `windows` give the output pixels (NumPy; what the kernel computes)."
     ys, xs = np.mgrid[0:out_hw[0], 0:out_hw[1]].astype(np.float64)
     weight = np.ones(out_hw)
     for r in np.asarray(windows, np.float64).reshape(-1, 16):
-        u = np.clip(r[0] * xs + r[1] * ys + r[2], 0, r[6] - 1); v = np.clip(r[3] * xs + r[4] * ys + r[5], 0, r[7] - 1)
+        u = np.clip(r[0] * xs + r[1] * ys + r[2], 0, r[6] - 1)
+        v = np.clip(r[3] * xs + r[4] * ys + r[5], 0, r[7] - 1)
         X, Y = r[8] * u + r[9] * v + r[10], r[11] * u + r[12] * v + r[13]
         weight *= np.clip(np.minimum(X + 1, r[14] - X), 0, 1) * np.clip(np.minimum(Y + 1, r[15] - Y), 0, 1)
     return weight
@@ -99,12 +119,14 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 BORDERS = ("constant", "replicate")
 
 def _check_image(img, i: int) -> np.ndarray:
+    "Image `i` as a C-contiguous uint8 H x W x 3 array, else an error saying what is wrong with it."
     img = np.asarray(img)
     if img.dtype != np.uint8: raise TypeError(f"images[{i}] must be uint8, got dtype {img.dtype}")
     if img.ndim == 2:
         raise ValueError(f"images[{i}] is 2-D {img.shape} (greyscale): expand it to 3 RGB channels first, "
                          "e.g. np.repeat(img[..., None], 3, axis=2)")
-    if img.ndim != 3 or img.shape[2] != 3: raise ValueError(f"images[{i}] must be H x W x 3 (RGB), got shape {img.shape}")
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"images[{i}] must be H x W x 3 (RGB), got shape {img.shape}")
     if img.shape[0] == 0 or img.shape[1] == 0: raise ValueError(f"images[{i}] is empty, shape {img.shape}")
     if img.nbytes >= 2**31 - 1:  # the kernel's byte offsets are int32
         raise ValueError(f"images[{i}] is {img.nbytes} bytes, shape {img.shape}: the kernel takes images under 2 GiB; "
@@ -118,10 +140,20 @@ def _check_channels(value, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be 3 finite numbers (one per RGB channel) or one number, got {value!r}")
     return np.broadcast_to(v.astype(np.float64), (3,)).copy()
 
-def check_warp_args(images, matrices, out_size, mean, std, scale, border):
+# %% ../nbs/08_augment.ipynb #aa3e3690
+def check_warp_args(
+    images,  # B uint8 RGB H x W x 3 arrays, or a [B, H, W, 3] array
+    matrices,  # [B, 2, 3] output -> source maps
+    out_size,  # (h, w) of the output
+    mean,  # 3 numbers, or one for all channels
+    std,  # 3 positive numbers, or one
+    scale,  # a finite number
+    border,  # one of `BORDERS`
+) -> tuple:  # (images, matrices, (h, w), mean, std, scale), checked and converted
     "The arguments of `warp_normalize_batch`, checked and converted; errors name the argument."
     if isinstance(images, np.ndarray) and images.ndim == 4: images = list(images)
-    if not isinstance(images, (list, tuple)): raise TypeError(f"images must be a list of arrays, got {type(images).__name__}")
+    if not isinstance(images, (list, tuple)):
+        raise TypeError(f"images must be a list of arrays, got {type(images).__name__}")
     images = [_check_image(im, i) for i, im in enumerate(images)]
     m = np.asarray(matrices)
     if m.dtype.kind not in "fiu": raise TypeError(f"matrices must hold real numbers, got dtype {m.dtype}")
@@ -138,7 +170,11 @@ def check_warp_args(images, matrices, out_size, mean, std, scale, border):
     if border not in BORDERS: raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
     return images, m, (h, w), mean, std, scale
 
-def check_out(out, shape: tuple) -> np.ndarray:
+# %% ../nbs/08_augment.ipynb #4b789dea
+def check_out(
+    out,  # A float32 C-contiguous writeable array to fill, or None for a new one
+    shape: tuple,  # The shape it must have
+) -> np.ndarray:  # `out`, or a new array of `shape`
     "`out` if it is a float32 C-contiguous array of `shape` (a new one if None), else an error saying what is wrong."
     if out is None: return np.empty(shape, np.float32)
     if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != shape or not out.flags.c_contiguous:
@@ -147,14 +183,17 @@ def check_out(out, shape: tuple) -> np.ndarray:
     if not out.flags.writeable: raise ValueError("out is read-only")
     return out
 
-def check_windows(windows, n: int):
-    """`windows` packed as [n, K, 16] with each image's windows first, and their counts [n]. `windows` is None, a list
-    of n entries (None or a [k, 16] array of `clip_window` rows), or the same as one [n, K, 16] array whose rows of
-    zeros are unused."""
+# %% ../nbs/08_augment.ipynb #02bdfdec
+def check_windows(
+    windows,  # None; n entries of None or [k, 16] `clip_window` rows; or an [n, K, 16] array, rows of zeros unused
+    n: int,  # The number of images
+) -> tuple:  # ([n, K, 16] float64 with each image's windows first, [n] int64 counts)
+    "The clip windows packed as the kernel takes them: each image's windows first, and how many each has."
     if windows is None: return np.zeros((n, 0, 16)), np.zeros(n, np.int64)
     if isinstance(windows, np.ndarray) and windows.ndim == 3:
         packed = np.asarray(windows, np.float64)
-        if packed.shape[0] != n or packed.shape[2] != 16: raise ValueError(f"windows must be [{n}, K, 16], got {packed.shape}")
+        if packed.shape[0] != n or packed.shape[2] != 16:
+            raise ValueError(f"windows must be [{n}, K, 16], got {packed.shape}")
     else:
         if len(windows) != n: raise ValueError(f"{n} images but {len(windows)} window lists")
         rows = [np.zeros((0, 16)) if w is None else np.asarray(w, np.float64).reshape(-1, 16) for w in windows]
@@ -164,7 +203,9 @@ def check_windows(windows, n: int):
     bad = used & ~np.isfinite(packed).all(2)
     if bad.any(): raise ValueError(f"windows[{np.argwhere(bad)[0, 0]}] must be finite (found NaN or inf)")
     bad = used & (packed[:, :, [6, 7, 14, 15]] < 1).any(2)
-    if bad.any(): raise ValueError(f"windows[{np.argwhere(bad)[0, 0]}]: frame sizes must be >= 1, got {packed[bad][0, [6, 7, 14, 15]].tolist()}")
+    if bad.any():
+        raise ValueError(f"windows[{np.argwhere(bad)[0, 0]}]: frame sizes must be >= 1, got "
+                         f"{packed[bad][0, [6, 7, 14, 15]].tolist()}")
     order = np.argsort(~used, axis=1, kind="stable")  # each image's windows first
     return np.ascontiguousarray(np.take_along_axis(packed, order[:, :, None], 1)), used.sum(1).astype(np.int64)
 
@@ -191,9 +232,18 @@ def warp_normalize_batch(images,                # B uint8 RGB H x W x 3 arrays (
     return out
 
 # %% ../nbs/08_augment.ipynb #5f592aad
-def reference_warp_normalize_batch(images, matrices, out_size: tuple, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                                   scale: float = 1 / 255, num_threads: int = None, border: str = "constant",
-                                   round_values: bool = True, windows=None) -> np.ndarray:
+def reference_warp_normalize_batch(
+    images,  # As `warp_normalize_batch`
+    matrices,  # [B, 2, 3] output -> source affine maps
+    out_size: tuple,  # (h, w) of the output
+    mean=IMAGENET_MEAN,  # per-channel mean, after `scale`
+    std=IMAGENET_STD,  # per-channel std, after `scale`
+    scale: float = 1 / 255,  # applied to the 0..255 value first
+    num_threads: int = None,  # not used: OpenCV's own threads
+    border: str = "constant",  # "constant" or "replicate"
+    round_values: bool = True,  # round the sample to an integer level
+    windows=None,  # per image None or [k, 16] `clip_window` rows
+) -> np.ndarray:  # [B, 3, h, w] float32
     "Plain OpenCV/NumPy version of `warp_normalize_batch` (one `cv2.warpAffine` per image), for tests."
     import cv2
     images, m, (h, w), mean, std, scale = check_warp_args(images, matrices, out_size, mean, std, scale, border)
@@ -203,7 +253,8 @@ def reference_warp_normalize_batch(images, matrices, out_size: tuple, mean=IMAGE
     for i, (img, M) in enumerate(zip(images, m)):
         clipped = counts[i] > 0
         src = img if round_values and not clipped else img.astype(np.float32)  # uint8 in: OpenCV rounds
-        v = cv2.warpAffine(src, M, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=mode, borderValue=0)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        v = cv2.warpAffine(src, M, (w, h), flags=flags, borderMode=mode, borderValue=0)
         if clipped:
             v = v * window_weights(packed[i, :counts[i]], (h, w))[:, :, None]
             if round_values: v = np.floor(v + 0.5)
@@ -211,7 +262,11 @@ def reference_warp_normalize_batch(images, matrices, out_size: tuple, mean=IMAGE
     return out
 
 # %% ../nbs/08_augment.ipynb #bf434c2c
-def random_affine(rng, src_hw, out_hw) -> np.ndarray:
+def random_affine(
+    rng,  # np.random.Generator
+    src_hw,  # (height, width) of the source image
+    out_hw,  # (height, width) of the output (not used: the map is drawn around the source)
+) -> np.ndarray:  # 2x3 output -> source map
     "A random output -> source map: scale, rotation, shear, flip and a shift that may leave the image."
     H, W = src_hw
     A = rng.normal(0, 0.4, (2, 2)) + np.diag(rng.uniform(0.4, 2.0, 2) * rng.choice([-1, 1], 2))

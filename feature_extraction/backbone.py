@@ -8,8 +8,8 @@ __all__ = ['NET_CONFIG', 'BACKBONES', 'WEIGHTS_HOME', 'WEIGHTS_URL', 'LayerRow',
            'pointwise_kernels', 'PointwiseConv2DFunction', 'pointwise_conv2d', 'PointwiseConv2D', 'set_cpu_threads',
            'bn_param_attr', 'ConvBNLayer', 'SEModule', 'fold_bn', 'pad_kernel', 'fuse_branches', 'set_trainable',
            'RepDepthwiseSeparable', 'check_image_batch', 'make_stage', 'PPLCNetV2', 'imagenet_weights', 'read_weights',
-           'load_state', 'load_pretrained', 'build_backbone', 'PPLCNetV2_small', 'PPLCNetV2_base', 'PPLCNetV2_large',
-           'PPLCNetV2_base_ShiTu', 'reparameterized', 'layer_cost', 'LayerTable', 'layer_table']
+           'load_state', 'load_backbone_weights', 'build_backbone', 'PPLCNetV2_small', 'PPLCNetV2_base',
+           'PPLCNetV2_large', 'PPLCNetV2_base_ShiTu', 'reparameterized', 'layer_cost', 'LayerTable', 'layer_table']
 
 # %% ../nbs/02_backbone.ipynb #4814b0a8
 import copy
@@ -18,68 +18,85 @@ from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
+from .core import Registry, check_int, compiled, resolve_num_threads  # before paddle: see core
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+from fastcore.basics import patch
 from paddle import ParamAttr
 from paddle.autograd import PyLayer
 from paddle.nn.initializer import KaimingNormal
 from paddle.regularizer import L2Decay
 from threadpoolctl import ThreadpoolController
 
-from .core import Registry, check_int, compiled, resolve_num_threads
-
 # %% ../nbs/02_backbone.ipynb #51ea4a3b
-def make_divisible(v: float, divisor: int = 8) -> int:
+def make_divisible(
+    v: float,  # the width asked for
+    divisor: int = 8,  # what the width must be a multiple of
+) -> int:  # the width
     "`v` rounded to the nearest multiple of `divisor` (at least `divisor`), bumped up if that loses over 10 %."
     new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
     return new_v + divisor if new_v < 0.9 * v else new_v
 
 # %% ../nbs/02_backbone.ipynb #d2ff499c
 _depthwise = compiled("_depthwise")
-_cpu_threads = None # Threads of `depthwise_conv2d` when it is not told; `set_cpu_threads` sets it
 
-def as_array(t: paddle.Tensor) -> np.ndarray:
+def as_array(
+    t: paddle.Tensor,  # a float32 CPU tensor
+) -> np.ndarray:  # a view of its memory (of a contiguous copy if `t` is strided)
     "A NumPy view (no copy) of the float32 CPU tensor `t`, made C-contiguous first if it is a strided view."
     return np.from_dlpack((t if t.is_contiguous() else t.contiguous()).detach())
 
+def _filters(weight: paddle.Tensor) -> np.ndarray:
+    "The depthwise weight [C, 1, k, k] as the kernels' [C, k, k] view."
+    return as_array(weight).reshape(weight.shape[0], weight.shape[-1], weight.shape[-1])
+
+# %% ../nbs/02_backbone.ipynb #60a424bb
 class DepthwiseConv2DFunction(PyLayer):
     "Autograd of the compiled kernels (call `depthwise_conv2d`, which checks the inputs)."
     @staticmethod
-    def forward(ctx, x, weight, stride: int, padding: int, num_threads: int):
+    def forward(ctx, x, weight, stride: int, padding: int, num_threads: int):  # as in `depthwise_conv2d`, checked
         ctx.save_for_backward(x, weight)
         ctx.geometry, ctx.needs_grad = (stride, padding, num_threads), (not x.stop_gradient, not weight.stop_gradient)
         (n, c, h, w), k = x.shape, weight.shape[-1]
         y = paddle.empty([n, c, (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1], "float32")
-        _depthwise.forward(as_array(x), as_array(weight).reshape(c, k, k), stride, padding, num_threads, as_array(y))
+        _depthwise.forward(as_array(x), _filters(weight), stride, padding, num_threads, as_array(y))
         return y
 
     @staticmethod
-    def backward(ctx, grad_y): # Only the gradients that are needed: an image batch has none
+    def backward(ctx, grad_y):  # only the gradients that are needed: an image batch has none
         x, weight = ctx.saved_tensor()
         (stride, padding, num_threads), (x_needs, w_needs) = ctx.geometry, ctx.needs_grad
-        c, k = weight.shape[0], weight.shape[-1]
-        gy, filters = as_array(grad_y), as_array(weight).reshape(c, k, k)
+        gy, k = as_array(grad_y), weight.shape[-1]
         grad_x = paddle.empty(x.shape, "float32") if x_needs else None
         grad_w = paddle.empty(weight.shape, "float32") if w_needs else None
-        if x_needs: _depthwise.input_grad(gy, filters, stride, padding, num_threads, as_array(grad_x))
-        if w_needs: _depthwise.filter_grad(as_array(x), gy, k, stride, padding, num_threads,
-                                           as_array(grad_w).reshape(c, k, k))
+        if x_needs: _depthwise.input_grad(gy, _filters(weight), stride, padding, num_threads, as_array(grad_x))
+        if w_needs: _depthwise.filter_grad(as_array(x), gy, k, stride, padding, num_threads, _filters(grad_w))
         return grad_x, grad_w
 
 # %% ../nbs/02_backbone.ipynb #46b30b8e
-def depthwise_conv2d(x: paddle.Tensor, weight: paddle.Tensor, # [N, C, H, W] and [C, 1, k, k]
-                     bias: paddle.Tensor = None, stride: int = 1, padding: int = 0, # Zeros on all four sides
-                     num_threads: int = None) -> paddle.Tensor: # CPU threads; None: as `set_cpu_threads` set
+_cpu_threads = None  # Threads of `depthwise_conv2d` when it is not told; `set_cpu_threads` sets it
+
+def depthwise_conv2d(
+    x: paddle.Tensor,  # [N, C, H, W]
+    weight: paddle.Tensor,  # [C, 1, k, k]
+    bias: paddle.Tensor = None,  # [C], or None
+    stride: int = 1,  # the same along both axes
+    padding: int = 0,  # zeros on all four sides
+    num_threads: int = None,  # CPU threads; None: as `set_cpu_threads` set
+) -> paddle.Tensor:  # [N, C, H_out, W_out]
     "Depthwise convolution: compiled kernels on the CPU in dynamic mode, `paddle.nn.functional.conv2d` otherwise."
     c, k = weight.shape[0], weight.shape[-1]
-    if list(weight.shape) != [c, 1, k, k]: raise ValueError(f"depthwise weight must be [C, 1, k, k], got {weight.shape}")
+    if list(weight.shape) != [c, 1, k, k]:
+        raise ValueError(f"depthwise weight must be [C, 1, k, k], got {weight.shape}")
     if len(x.shape) != 4 or x.shape[1] != c:
         raise ValueError(f"depthwise convolution with {c} filters needs an input [N, {c}, H, W], got {x.shape}")
     if not (paddle.in_dynamic_mode() and x.place.is_cpu_place()):
         return F.conv2d(x, weight, bias, stride, padding, groups=c)
     if x.dtype != paddle.float32 or weight.dtype != paddle.float32:
-        raise TypeError(f"the CPU depthwise convolution computes in float32, got {x.dtype} input and {weight.dtype} weight")
+        raise TypeError(f"the CPU depthwise convolution computes in float32, got {x.dtype} input and "
+                        f"{weight.dtype} weight")
     if min(x.shape[2:]) + 2 * padding < k:
         raise ValueError(f"a {x.shape[2]}x{x.shape[3]} input padded by {padding} is smaller than the {k}x{k} filter")
     if not weight.place.is_cpu_place(): raise ValueError(f"the input is on the CPU but the weight is on {weight.place}")
@@ -90,9 +107,16 @@ def depthwise_conv2d(x: paddle.Tensor, weight: paddle.Tensor, # [N, C, H, W] and
 # %% ../nbs/02_backbone.ipynb #3ee3be9e
 class DepthwiseConv2D(nn.Conv2D):
     "A depthwise `nn.Conv2D` (square kernel, the same zero padding on all sides) computed by `depthwise_conv2d`."
-    def __init__(self, channels: int, kernel_size: int, stride: int = 1, padding: int = 0,
-                 weight_attr=None, bias_attr=None,
-                 num_threads: int = None): # CPU threads; None: as `set_cpu_threads` set
+    def __init__(
+        self,
+        channels: int,  # input and output channels, one filter each
+        kernel_size: int,  # k of the k x k filters
+        stride: int = 1,  # the same along both axes
+        padding: int = 0,  # zeros on all four sides
+        weight_attr=None,  # `ParamAttr` of the weight, as in `nn.Conv2D`
+        bias_attr=None,  # `ParamAttr` of the bias, or False for none
+        num_threads: int = None,  # CPU threads; None: as `set_cpu_threads` set
+    ):
         super().__init__(channels, channels, kernel_size, stride, padding, groups=channels,
                          weight_attr=weight_attr, bias_attr=bias_attr)
         self.conv_stride, self.conv_padding = check_int(stride, "stride"), check_int(padding, "padding", 0)
@@ -102,7 +126,7 @@ class DepthwiseConv2D(nn.Conv2D):
         return depthwise_conv2d(x, self.weight, self.bias, self.conv_stride, self.conv_padding, self.num_threads)
 
 # %% ../nbs/02_backbone.ipynb #f8811e4d
-def single_threaded_scipy_blas() -> list:
+def single_threaded_scipy_blas() -> list:  # paths of the libraries set to one thread
     "Set the BLAS libraries that `scipy.linalg.cython_blas` calls to one thread; returns their paths."
     import scipy.linalg.cython_blas  # noqa: F401 (loads the library, so that threadpoolctl sees it)
     blas = ThreadpoolController().select(user_api="blas")
@@ -112,9 +136,10 @@ def single_threaded_scipy_blas() -> list:
     chosen.limit(limits=1)
     return [lib.filepath for lib in chosen.lib_controllers]
 
-_pointwise = None # The compiled module, loaded by `pointwise_kernels`
+# %% ../nbs/02_backbone.ipynb #1ba300b3
+_pointwise = None  # The compiled module, loaded by `pointwise_kernels`
 
-def pointwise_kernels():
+def pointwise_kernels():  # the module `feature_extraction._pointwise`
     "The compiled pointwise module, loaded on first use (which also makes scipy's BLAS single-threaded)."
     global _pointwise
     if _pointwise is None:
@@ -122,41 +147,49 @@ def pointwise_kernels():
         _pointwise = compiled("_pointwise")
     return _pointwise
 
+# %% ../nbs/02_backbone.ipynb #bf6ab345
+def _positions(t: paddle.Tensor) -> np.ndarray:
+    "A [N, C, H, W] tensor as the kernels' [N, C, H * W] view."
+    return as_array(t).reshape(t.shape[0], t.shape[1], -1)
+
+def _matrix(weight: paddle.Tensor) -> np.ndarray:
+    "A pointwise weight [C_out, C_in, 1, 1] as the kernels' [C_out, C_in] view."
+    return as_array(weight).reshape(weight.shape[0], weight.shape[1])
+
 # %% ../nbs/02_backbone.ipynb #200203b3
 class PointwiseConv2DFunction(PyLayer):
     "Autograd of the compiled pointwise kernels (call `pointwise_conv2d`, which checks the inputs)."
     @staticmethod
-    def forward(ctx, x, weight, bias, num_threads: int):
-        (n, c_in, h, w), c_out = x.shape, weight.shape[0]
-        y = paddle.empty([n, c_out, h, w], "float32")
-        bias_array = None if bias is None else as_array(bias)
-        pointwise_kernels().forward(as_array(x).reshape(n, c_in, h * w), as_array(weight).reshape(c_out, c_in),
-                                    bias_array, num_threads, as_array(y).reshape(n, c_out, h * w))
+    def forward(ctx, x, weight, bias, num_threads: int):  # as in `pointwise_conv2d`, checked
+        n, _, h, w = x.shape
+        y = paddle.empty([n, weight.shape[0], h, w], "float32")
+        pointwise_kernels().forward(_positions(x), _matrix(weight), None if bias is None else as_array(bias),
+                                    num_threads, _positions(y))
         ctx.save_for_backward(x, weight)
         ctx.num_threads, ctx.has_bias = num_threads, bias is not None
         ctx.needs_grad = (not x.stop_gradient, not weight.stop_gradient, bias is not None and not bias.stop_gradient)
         return y
 
     @staticmethod
-    def backward(ctx, grad_y): # The input, weight and bias gradients in one pass over the batch
+    def backward(ctx, grad_y):  # the input, weight and bias gradients in one pass over the batch
         x, weight = ctx.saved_tensor()
-        (n, c_in, h, w), c_out = x.shape, weight.shape[0]
         x_needs, w_needs, b_needs = ctx.needs_grad
         grad_x = paddle.empty(x.shape, "float32") if x_needs else None
         grad_w = paddle.empty(weight.shape, "float32")  # always summed: it shares the pass with grad_x
-        grad_b = paddle.empty([c_out], "float32") if ctx.has_bias else None
-        pointwise_kernels().backward(
-            as_array(x).reshape(n, c_in, h * w), as_array(weight).reshape(c_out, c_in),
-            as_array(grad_y).reshape(n, c_out, h * w), ctx.num_threads,
-            None if grad_x is None else as_array(grad_x).reshape(n, c_in, h * w),
-            as_array(grad_w).reshape(c_out, c_in), None if grad_b is None else as_array(grad_b))
+        grad_b = paddle.empty([weight.shape[0]], "float32") if ctx.has_bias else None
+        pointwise_kernels().backward(_positions(x), _matrix(weight), _positions(grad_y), ctx.num_threads,
+                                     None if grad_x is None else _positions(grad_x), _matrix(grad_w),
+                                     None if grad_b is None else as_array(grad_b))
         grads = (grad_x, grad_w if w_needs else None)
         return grads + (grad_b if b_needs else None,) if ctx.has_bias else grads
 
 # %% ../nbs/02_backbone.ipynb #a3810d2d
-def pointwise_conv2d(x: paddle.Tensor, weight: paddle.Tensor, # [N, C_in, H, W] and [C_out, C_in, 1, 1]
-                     bias: paddle.Tensor = None, # [C_out], or None
-                     num_threads: int = None) -> paddle.Tensor: # CPU threads; None: as `set_cpu_threads` set
+def pointwise_conv2d(
+    x: paddle.Tensor,  # [N, C_in, H, W]
+    weight: paddle.Tensor,  # [C_out, C_in, 1, 1]
+    bias: paddle.Tensor = None,  # [C_out], or None
+    num_threads: int = None,  # CPU threads; None: as `set_cpu_threads` set
+) -> paddle.Tensor:  # [N, C_out, H, W]
     "1x1 convolution (stride 1, one group): compiled GEMMs on the CPU in dynamic mode, Paddle's `conv2d` otherwise."
     c_out, c_in = weight.shape[0], weight.shape[1]
     if list(weight.shape) != [c_out, c_in, 1, 1]:
@@ -180,16 +213,24 @@ def pointwise_conv2d(x: paddle.Tensor, weight: paddle.Tensor, # [N, C_in, H, W] 
 # %% ../nbs/02_backbone.ipynb #d4f7bfff
 class PointwiseConv2D(nn.Conv2D):
     "A 1x1, stride-1, single-group `nn.Conv2D` computed by `pointwise_conv2d`."
-    def __init__(self, in_channels: int, out_channels: int, weight_attr=None, bias_attr=None,
-                 num_threads: int = None): # CPU threads; None: as `set_cpu_threads` set
+    def __init__(
+        self,
+        in_channels: int,  # C_in
+        out_channels: int,  # C_out
+        weight_attr=None,  # `ParamAttr` of the weight, as in `nn.Conv2D`
+        bias_attr=None,  # `ParamAttr` of the bias, or False for none
+        num_threads: int = None,  # CPU threads; None: as `set_cpu_threads` set
+    ):
         super().__init__(in_channels, out_channels, 1, weight_attr=weight_attr, bias_attr=bias_attr)
         self.num_threads = num_threads
 
     def forward(self, x): return pointwise_conv2d(x, self.weight, self.bias, self.num_threads)
 
 # %% ../nbs/02_backbone.ipynb #3aa4d3a6
-def set_cpu_threads(num_threads: int = None, # Compiled kernels; None: `core.default_num_threads()`
-                    paddle_threads: int = 1) -> int: # Paddle's own CPU kernels (dynamic mode)
+def set_cpu_threads(
+    num_threads: int = None,  # compiled kernels; None: `core.default_num_threads()`
+    paddle_threads: int = 1,  # Paddle's own CPU kernels (dynamic mode)
+) -> int:  # the compiled kernels' thread count
     "Threads of the compiled convolutions and of Paddle's CPU kernels; returns the compiled kernels' count."
     global _cpu_threads
     _cpu_threads = resolve_num_threads(num_threads)
@@ -197,17 +238,25 @@ def set_cpu_threads(num_threads: int = None, # Compiled kernels; None: `core.def
     return _cpu_threads
 
 # %% ../nbs/02_backbone.ipynb #a15ddf9a
-def bn_param_attr() -> ParamAttr:
+def bn_param_attr() -> ParamAttr:  # for a batch norm's `weight_attr` and `bias_attr`
     "Attribute of a batch norm's scale or shift: no weight decay."
     return ParamAttr(regularizer=L2Decay(0.0))
 
+# %% ../nbs/02_backbone.ipynb #cfa8b842
 class ConvBNLayer(nn.Layer):
     "Conv2D (no bias, Kaiming-normal init) + BatchNorm2D + optional ReLU; padding keeps the size at stride 1."
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 groups: int = 1, # `in_channels` for a depthwise convolution
-                 use_act: bool = True): # End with a ReLU
+    def __init__(
+        self,
+        in_channels: int,  # input channels
+        out_channels: int,  # output channels
+        kernel_size: int,  # k of the k x k kernel
+        stride: int = 1,  # the same along both axes
+        groups: int = 1,  # `in_channels` for a depthwise convolution
+        use_act: bool = True,  # end with a ReLU
+    ):
         super().__init__()
-        conv_args = dict(padding=(kernel_size - 1) // 2, weight_attr=ParamAttr(initializer=KaimingNormal()), bias_attr=False)
+        conv_args = dict(padding=(kernel_size - 1) // 2, weight_attr=ParamAttr(initializer=KaimingNormal()),
+                         bias_attr=False)
         if groups == in_channels == out_channels:
             self.conv = DepthwiseConv2D(in_channels, kernel_size, stride, **conv_args)
         elif kernel_size == stride == groups == 1:
@@ -224,7 +273,11 @@ class ConvBNLayer(nn.Layer):
 # %% ../nbs/02_backbone.ipynb #3821c81c
 class SEModule(nn.Layer):
     "Squeeze-and-excitation: channels scaled by sigmoid(conv2(relu(conv1(mean over space))))."
-    def __init__(self, channels: int, reduction: int = 4):
+    def __init__(
+        self,
+        channels: int,  # input and output channels
+        reduction: int = 4,  # the bottleneck is `channels // reduction` wide
+    ):
         super().__init__()
         self.avg_pool = nn.AdaptiveAvgPool2D(1)
         self.conv1 = PointwiseConv2D(channels, channels // reduction)
@@ -235,24 +288,37 @@ class SEModule(nn.Layer):
     def forward(self, x): return x * self.sigmoid(self.conv2(self.relu(self.conv1(self.avg_pool(x)))))
 
 # %% ../nbs/02_backbone.ipynb #22c69559
-def fold_bn(layer: ConvBNLayer) -> tuple:
+def fold_bn(
+    layer: ConvBNLayer,  # a convolution and its batch norm, without activation
+) -> tuple:  # (weight, bias) tensors
     "(weight, bias) of the convolution equivalent to `layer`'s conv + batch norm in eval mode."
     bn = layer.bn
     std = paddle.sqrt(bn._variance + bn._epsilon)
     return layer.conv.weight * (bn.weight / std).reshape([-1, 1, 1, 1]), bn.bias - bn._mean * bn.weight / std
 
-def pad_kernel(weight: paddle.Tensor, size: int) -> paddle.Tensor:
+# %% ../nbs/02_backbone.ipynb #b123d489
+def pad_kernel(
+    weight: paddle.Tensor,  # [out, in, k, k]
+    size: int,  # the kernel size wanted, at least k (k and size both odd)
+) -> paddle.Tensor:  # [out, in, size, size]
     "`weight` [out, in, k, k] zero-padded, centred, to [out, in, size, size]."
     p = (size - weight.shape[-1]) // 2
     return paddle.nn.functional.pad(weight, [p, p, p, p]) if p else weight
 
-def fuse_branches(branches, size: int) -> tuple:
+# %% ../nbs/02_backbone.ipynb #9e0e0c3f
+def fuse_branches(
+    branches,  # `ConvBNLayer`s over the same input, kernels at most `size`
+    size: int,  # the fused kernel size
+) -> tuple:  # (weight, bias) tensors
     "(weight, bias) of one `size` x `size` convolution equal to the sum of the `ConvBNLayer` `branches` in eval mode."
     folded = [fold_bn(branch) for branch in branches]
     return paddle.add_n([pad_kernel(w, size) for w, _ in folded]), paddle.add_n([b for _, b in folded])
 
 # %% ../nbs/02_backbone.ipynb #c123ba82
-def set_trainable(layer: nn.Layer, trainable: bool):
+def set_trainable(
+    layer: nn.Layer,  # the layer whose parameters change
+    trainable: bool,  # True: they get gradients; False: frozen
+):
     "Set `stop_gradient` of `layer`'s parameters, leaving batch-norm statistics (never trained) frozen."
     for name, p in layer.named_parameters():
         if not name.endswith(("_mean", "_variance")): p.stop_gradient = not trainable
@@ -260,28 +326,22 @@ def set_trainable(layer: nn.Layer, trainable: bool):
 # %% ../nbs/02_backbone.ipynb #4ee56660
 class RepDepthwiseSeparable(nn.Layer):
     "Depthwise conv (re-parameterisable branches with `use_rep`), optional SE, pointwise conv(s), optional residual."
-    def __init__(self, in_channels: int, out_channels: int, stride: int,
-                 dw_size: int = 3, # Kernel of the depthwise conv (the largest branch with `use_rep`)
-                 split_pw: bool = False, # Two pointwise convs through half of `out_channels` instead of one
-                 use_rep: bool = False, # Parallel depthwise branches, fused by `re_parameterize`
-                 use_se: bool = False, # Squeeze-and-excitation on the depthwise output
-                 use_shortcut: bool = False): # Residual connection, used only if stride 1 and in == out
+    def __init__(
+        self,
+        in_channels: int,  # input channels
+        out_channels: int,  # output channels
+        stride: int,  # stride of the depthwise conv
+        dw_size: int = 3,  # kernel of the depthwise conv (the largest branch with `use_rep`)
+        split_pw: bool = False,  # two pointwise convs through half of `out_channels` instead of one
+        use_rep: bool = False,  # parallel depthwise branches, fused by `re_parameterize`
+        use_se: bool = False,  # squeeze-and-excitation on the depthwise output
+        use_shortcut: bool = False,  # residual connection, used only if stride 1 and in == out
+    ):
         super().__init__()
         self.in_channels, self.out_channels, self.stride, self.dw_size = in_channels, out_channels, stride, dw_size
         self.split_pw, self.use_rep, self.use_se, self.is_repped = split_pw, use_rep, use_se, False
         self.use_shortcut = use_shortcut and stride == 1 and in_channels == out_channels
-        if use_rep:
-            self.dw_conv_list = nn.LayerList([ConvBNLayer(in_channels, in_channels, k, stride, groups=in_channels, use_act=False)
-                                              for k in range(dw_size, 0, -2) if k > 1 or stride == 1])
-            self.dw_conv = DepthwiseConv2D(in_channels, dw_size, stride, (dw_size - 1) // 2)
-            set_trainable(self.dw_conv, False)
-        else: self.dw_conv = ConvBNLayer(in_channels, in_channels, dw_size, stride, groups=in_channels)
-        self.act = nn.ReLU()
-        if use_se: self.se = SEModule(in_channels)
-        if split_pw:
-            self.pw_conv_1 = ConvBNLayer(in_channels, int(out_channels * 0.5), 1)
-            self.pw_conv_2 = ConvBNLayer(int(out_channels * 0.5), out_channels, 1)
-        else: self.pw_conv = ConvBNLayer(in_channels, out_channels, 1)
+        self._add_layers()
 
     def depthwise(self, x):
         "The depthwise part: the branches, or after `re_parameterize` the fused `dw_conv`, then ReLU."
@@ -297,23 +357,51 @@ class RepDepthwiseSeparable(nn.Layer):
         y = self.pw_conv_2(self.pw_conv_1(y)) if self.split_pw else self.pw_conv(y)
         return y + x if self.use_shortcut else y
 
-    @paddle.no_grad()
-    def re_parameterize(self):
-        "Fold the branches into `dw_conv` (from their current batch-norm statistics) and use it from now on."
-        if not self.use_rep: return
+# %% ../nbs/02_backbone.ipynb #675a57d5
+@patch
+def _add_layers(self: RepDepthwiseSeparable):
+    "Create the block's layers from its settings, in PaddleClas's order."
+    c_in, c_out, k, stride = self.in_channels, self.out_channels, self.dw_size, self.stride
+    if self.use_rep:
+        kernels = [size for size in range(k, 0, -2) if size > 1 or stride == 1]  # the 1x1 branch only at stride 1
+        self.dw_conv_list = nn.LayerList([ConvBNLayer(c_in, c_in, size, stride, groups=c_in, use_act=False)
+                                          for size in kernels])
+        self.dw_conv = DepthwiseConv2D(c_in, k, stride, (k - 1) // 2)
+        set_trainable(self.dw_conv, False)
+    else: self.dw_conv = ConvBNLayer(c_in, c_in, k, stride, groups=c_in)
+    self.act = nn.ReLU()
+    if self.use_se: self.se = SEModule(c_in)
+    if self.split_pw:
+        self.pw_conv_1 = ConvBNLayer(c_in, int(c_out * 0.5), 1)
+        self.pw_conv_2 = ConvBNLayer(int(c_out * 0.5), c_out, 1)
+    else: self.pw_conv = ConvBNLayer(c_in, c_out, 1)
+
+# %% ../nbs/02_backbone.ipynb #9bdbf5c9
+@patch
+def re_parameterize(self: RepDepthwiseSeparable):
+    "Fold the branches into `dw_conv` (from their current batch-norm statistics) and use it from now on."
+    if not self.use_rep: return
+    with paddle.no_grad():
         weight, bias = fuse_branches(self.dw_conv_list, self.dw_size)
-        self.dw_conv.weight.set_value(weight); self.dw_conv.bias.set_value(bias)
-        set_trainable(self.dw_conv, True); set_trainable(self.dw_conv_list, False)
-        self.is_repped = True
+        self.dw_conv.weight.set_value(weight)
+        self.dw_conv.bias.set_value(bias)
+    set_trainable(self.dw_conv, True)
+    set_trainable(self.dw_conv_list, False)
+    self.is_repped = True
 
 # %% ../nbs/02_backbone.ipynb #5af73b9a
-def check_image_batch(x, min_size: int = 1):
+def check_image_batch(
+    x,  # what the network was given
+    min_size: int = 1,  # the smallest height and width allowed
+):
     "Raise a clear error unless `x` is a float tensor [N, 3, H, W] with H and W at least `min_size` (eager mode only)."
     if not paddle.in_dynamic_mode(): return
-    if isinstance(x, np.ndarray): raise TypeError("expected a paddle Tensor, got a NumPy array: use paddle.to_tensor(x)")
+    if isinstance(x, np.ndarray):
+        raise TypeError("expected a paddle Tensor, got a NumPy array: use paddle.to_tensor(x)")
     shape = list(x.shape)
     if len(shape) != 4: raise ValueError(f"expected a 4-D image batch [N, 3, H, W], got shape {shape}")
-    if shape[1] not in (3, -1): raise ValueError(f"expected 3 (RGB) channels in dimension 1 of [N, 3, H, W], got shape {shape}")
+    if shape[1] not in (3, -1):
+        raise ValueError(f"expected 3 (RGB) channels in dimension 1 of [N, 3, H, W], got shape {shape}")
     if any(0 <= s < min_size for s in shape[2:]):
         raise ValueError(f"image size {shape[2]}x{shape[3]} is too small: this network needs at least "
                          f"{min_size}x{min_size} (its total stride)")
@@ -324,7 +412,13 @@ def check_image_batch(x, min_size: int = 1):
 NET_CONFIG = [(64, 3, False, False, False, False), (128, 3, False, False, False, False),
               (256, 5, True, True, True, False), (512, 5, False, True, False, True)]
 
-def make_stage(config: tuple, depth: int, scale: float, stride: int = 2) -> nn.Sequential:
+# %% ../nbs/02_backbone.ipynb #edc03fce
+def make_stage(
+    config: tuple,  # a row of `NET_CONFIG`
+    depth: int,  # blocks
+    scale: float,  # width multiplier
+    stride: int = 2,  # stride of the first block
+) -> nn.Sequential:  # the blocks
     "`depth` blocks of one `NET_CONFIG` row; the first has stride `stride` and doubles the width."
     c, k, split_pw, use_rep, use_se, use_shortcut = config
     width = make_divisible(2 * c * scale)
@@ -335,32 +429,25 @@ def make_stage(config: tuple, depth: int, scale: float, stride: int = 2) -> nn.S
 # %% ../nbs/02_backbone.ipynb #582688a5
 class PPLCNetV2(nn.Layer):
     "PP-LCNetV2 with PaddleClas's layer names; `forward` maps [N, 3, H, W] images to [N, class_num or width]."
-    def __init__(self, scale: float = 1.0, # Width multiplier
-                 depths: list = (2, 2, 6, 2), # Blocks per stage
-                 class_num: int = 1000, # Outputs of the `fc` classifier; 0 for none (`fc` is Identity)
-                 dropout_prob: float = 0.0, # Dropout after `last_conv`, downscale_in_infer (eval scales by 1 - p)
-                 use_last_conv: bool = True, # 1x1 conv to `class_expand` channels after the global pooling
-                 class_expand: int = 1280, # Output channels of `last_conv`
-                 last_stride: int = 2, # Stride of the last stage (1 in the ShiTu variant)
-                 last_conv_bias: bool = False, # Bias on `last_conv` (ShiTu)
-                 last_act: bool = True): # ReLU after `last_conv` (removed in ShiTu)
+    def __init__(
+        self,
+        scale: float = 1.0,  # Width multiplier
+        depths: list = (2, 2, 6, 2),  # Blocks per stage
+        class_num: int = 1000,  # Outputs of the `fc` classifier; 0 for none (`fc` is Identity)
+        dropout_prob: float = 0.0,  # Dropout after `last_conv`, downscale_in_infer (eval scales by 1 - p)
+        use_last_conv: bool = True,  # 1x1 conv to `class_expand` channels after the global pooling
+        class_expand: int = 1280,  # Output channels of `last_conv`
+        last_stride: int = 2,  # Stride of the last stage (1 in the ShiTu variant)
+        last_conv_bias: bool = False,  # Bias on `last_conv` (ShiTu)
+        last_act: bool = True,  # ReLU after `last_conv` (removed in ShiTu)
+    ):
         super().__init__()
-        if len(depths) != len(NET_CONFIG): raise ValueError(f"depths needs {len(NET_CONFIG)} entries, got {list(depths)}")
+        if len(depths) != len(NET_CONFIG):
+            raise ValueError(f"depths needs {len(NET_CONFIG)} entries, got {list(depths)}")
         self.min_input_size = 2 ** len(NET_CONFIG) * last_stride  # the total stride: stem and first three stages halve
-        self.stem = nn.Sequential(ConvBNLayer(3, make_divisible(32 * scale), 3, stride=2),
-                                  RepDepthwiseSeparable(make_divisible(32 * scale), make_divisible(64 * scale), 1, 3))
-        self.stages = nn.LayerList([make_stage(cfg, d, scale, last_stride if i == len(NET_CONFIG) - 1 else 2)
-                                    for i, (cfg, d) in enumerate(zip(NET_CONFIG, depths))])
-        self.avg_pool = nn.AdaptiveAvgPool2D(1)
-        width, self.use_last_conv = make_divisible(2 * NET_CONFIG[-1][0] * scale), use_last_conv
-        if use_last_conv:
-            self.last_conv = PointwiseConv2D(width, class_expand, bias_attr=None if last_conv_bias else False)
-            self.act = nn.ReLU() if last_act else nn.Identity()
-            self.dropout = nn.Dropout(p=dropout_prob, mode="downscale_in_infer")
-            width = class_expand
-        self.flatten = nn.Flatten(start_axis=1, stop_axis=-1)
-        self.fc = nn.Linear(width, class_num) if class_num else nn.Identity()
-        self.embedding_size, self.out_features = width, class_num or width
+        self._add_body(scale, depths, last_stride)
+        self._add_head(make_divisible(2 * NET_CONFIG[-1][0] * scale), class_num, dropout_prob, use_last_conv,
+                       class_expand, last_conv_bias, last_act)
 
     def forward(self, x):
         check_image_batch(x, self.min_input_size)
@@ -370,97 +457,171 @@ class PPLCNetV2(nn.Layer):
         if self.use_last_conv: x = self.dropout(self.act(self.last_conv(x)))
         return self.fc(self.flatten(x))
 
-    def re_parameterize(self):
-        "Fuse every re-parameterisable block in place (see `reparameterized` for a fused copy); returns self."
-        for layer in self.sublayers():
-            if isinstance(layer, RepDepthwiseSeparable): layer.re_parameterize()
-        return self
+# %% ../nbs/02_backbone.ipynb #147b576c
+@patch
+def _add_body(self: PPLCNetV2, scale: float, depths: list, last_stride: int):
+    "Add the stem, the stages and the global pooling."
+    stem_width = make_divisible(32 * scale)
+    self.stem = nn.Sequential(ConvBNLayer(3, stem_width, 3, stride=2),
+                              RepDepthwiseSeparable(stem_width, make_divisible(64 * scale), 1, 3))
+    self.stages = nn.LayerList([make_stage(cfg, d, scale, last_stride if i == len(NET_CONFIG) - 1 else 2)
+                                for i, (cfg, d) in enumerate(zip(NET_CONFIG, depths))])
+    self.avg_pool = nn.AdaptiveAvgPool2D(1)
 
-    def stop_after(self, name: str):
-        "Replace every top-level layer after `name` by Identity, like PaddleClas's `BackboneStopLayer`."
-        names = [n for n, _ in self.named_children()]
-        if name not in names: raise ValueError(f"no top-level layer {name!r}; the layers are {names}")
-        for n in names[names.index(name) + 1:]: setattr(self, n, nn.Identity())
-        if name != "fc": self.out_features = self.embedding_size if name == "flatten" else None  # None: not flat
+@patch
+def _add_head(self: PPLCNetV2, width: int, class_num: int, dropout_prob: float, use_last_conv: bool,
+              class_expand: int, last_conv_bias: bool, last_act: bool):
+    "Add the layers after the pooling, from `width` channels; sets `embedding_size` and `out_features`."
+    self.use_last_conv = use_last_conv
+    if use_last_conv:
+        self.last_conv = PointwiseConv2D(width, class_expand, bias_attr=None if last_conv_bias else False)
+        self.act = nn.ReLU() if last_act else nn.Identity()
+        self.dropout = nn.Dropout(p=dropout_prob, mode="downscale_in_infer")
+        width = class_expand
+    self.flatten = nn.Flatten(start_axis=1, stop_axis=-1)
+    self.fc = nn.Linear(width, class_num) if class_num else nn.Identity()
+    self.embedding_size, self.out_features = width, class_num or width
+
+# %% ../nbs/02_backbone.ipynb #1390c04b
+@patch
+def re_parameterize(self: PPLCNetV2):  # noqa: F811 (a @patch method: the module-level name is not used)
+    "Fuse every re-parameterisable block in place (see `reparameterized` for a fused copy); returns self."
+    for layer in self.sublayers():
+        if isinstance(layer, RepDepthwiseSeparable): layer.re_parameterize()
+    return self
+
+# %% ../nbs/02_backbone.ipynb #d19b926c
+@patch
+def stop_after(self: PPLCNetV2, name: str):  # a top-level layer: "stem", "stages", ..., "flatten", "fc"
+    "Replace every top-level layer after `name` by Identity, like PaddleClas's `BackboneStopLayer`."
+    names = [n for n, _ in self.named_children()]
+    if name not in names: raise ValueError(f"no top-level layer {name!r}; the layers are {names}")
+    for n in names[names.index(name) + 1:]: setattr(self, n, nn.Identity())
+    if name != "fc": self.out_features = self.embedding_size if name == "flatten" else None  # None: not flat
 
 # %% ../nbs/02_backbone.ipynb #eb5ca82d
 BACKBONES = Registry("backbone")
 WEIGHTS_HOME = Path("~/.paddleclas/weights").expanduser()  # PaddleClas's download cache
 WEIGHTS_URL = "https://paddle-imagenet-models-name.bj.bcebos.com/dygraph/legendary_models/"
 
-def imagenet_weights(arch: str, use_ssld: bool = False) -> Path:
+def imagenet_weights(
+    arch: str,  # the architecture, e.g. "PPLCNetV2_base"
+    use_ssld: bool = False,  # the distilled (SSLD) weights
+) -> Path:  # the checkpoint in `WEIGHTS_HOME`
     "PaddleClas's ImageNet checkpoint of `arch` in `WEIGHTS_HOME`, or an error that says how to get it."
     path = WEIGHTS_HOME / f"{arch}_{'ssld_' if use_ssld else ''}pretrained.pdparams"
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained=True needs PaddleClas's ImageNet weights {path.name}, which this library does "
-                                f"not download: fetch {WEIGHTS_URL}{path.name} into {WEIGHTS_HOME}, or set pretrained to "
-                                "the file's path, or to False and load a whole trained model with Global.pretrained_model")
+        raise FileNotFoundError(f"pretrained=True needs PaddleClas's ImageNet weights {path.name}, which this library "
+                                f"does not download: fetch {WEIGHTS_URL}{path.name} into {WEIGHTS_HOME}, or set "
+                                "pretrained to the file's path, or to False and load a whole trained model with "
+                                "Global.pretrained_model")
     return path
 
 # %% ../nbs/02_backbone.ipynb #e24c1f6d
-def read_weights(path) -> tuple:
+def read_weights(
+    path,  # a `.pdparams` file, with or without the suffix
+) -> tuple:  # (state dict, the file's path)
     "(state dict, resolved path) of a local `.pdparams` file; as in PaddleClas, the suffix may be left out."
     path = Path(path)
     if not path.is_file() and Path(f"{path}.pdparams").is_file(): path = Path(f"{path}.pdparams")
     if not path.is_file(): raise FileNotFoundError(f"weights not found: {str(path)!r}")
     return paddle.load(str(path)), path
 
-def load_state(model: nn.Layer, state: dict, source: str) -> dict:
+# %% ../nbs/02_backbone.ipynb #8004b8e8
+def load_state(
+    model: nn.Layer,  # the network to load into
+    state: dict,  # name -> tensor
+    source: str,  # where `state` comes from, for the messages
+) -> dict:  # names by kind: "loaded", "missing", "mismatched", "unexpected"
     "Copy the tensors of `state` whose names and shapes match `model`'s; report and warn about the others."
     own = model.state_dict()
     fits = {k: v for k, v in state.items() if k in own and list(v.shape) == list(own[k].shape)}
     if not fits: raise ValueError(f"{source} has no tensor that fits this {type(model).__name__}: wrong file?")
     for k, v in fits.items(): own[k].set_value(v)
     report = {"loaded": sorted(fits), "missing": sorted(own.keys() - state.keys()),
-              "mismatched": sorted(k for k in state if k in own and k not in fits), "unexpected": sorted(state.keys() - own.keys())}
+              "mismatched": sorted(k for k in state if k in own and k not in fits),
+              "unexpected": sorted(state.keys() - own.keys())}
     skipped = {k: v for k, v in report.items() if k != "loaded" and v}
-    if skipped: warnings.warn(f"{source}: kept the initial values of " +
-                              "; ".join(f"{len(v)} {k} ({', '.join(v[:4])}{', ...' if len(v) > 4 else ''})" for k, v in skipped.items()))
+    if skipped:
+        kinds = (f"{len(v)} {k} ({', '.join(v[:4])}{', ...' if len(v) > 4 else ''})" for k, v in skipped.items())
+        warnings.warn(f"{source}: kept the initial values of " + "; ".join(kinds))
     return report
 
-def load_pretrained(model: nn.Layer, path, prefix: str = "backbone.") -> dict:
+# %% ../nbs/02_backbone.ipynb #21ebfa4b
+def load_backbone_weights(
+    model: nn.Layer,  # the backbone to load into
+    path,  # a `.pdparams` file (the suffix may be left out)
+    prefix: str = "backbone.",  # a whole model's backbone entries start with it
+) -> dict:  # the report of `load_state`
     "Load a backbone checkpoint, or the `prefix` entries of a whole model's, into `model` with `load_state`."
     state, path = read_weights(path)
-    if any(k.startswith(prefix) for k in state): state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     return load_state(model, state, f"weights {path.name}")
 
 # %% ../nbs/02_backbone.ipynb #a29c0bcb
-def build_backbone(arch: str, # Name of the ImageNet checkpoint for `pretrained=True`
-                   pretrained=False, # False, True (PaddleClas's cached ImageNet weights) or a .pdparams path
-                   use_ssld: bool = False, # With `pretrained=True`, the distilled ImageNet weights
-                   **kwargs) -> PPLCNetV2: # Arguments of `PPLCNetV2`
+def build_backbone(
+    arch: str,  # Name of the ImageNet checkpoint for `pretrained=True`
+    pretrained=False,  # False, True (PaddleClas's cached ImageNet weights) or a .pdparams path
+    use_ssld: bool = False,  # With `pretrained=True`, the distilled ImageNet weights
+    **kwargs,  # Arguments of `PPLCNetV2`
+) -> PPLCNetV2:
     "A `PPLCNetV2`, initialised from a checkpoint unless `pretrained` is False."
     if pretrained is True: pretrained = imagenet_weights(arch, use_ssld)
     elif pretrained is not False and pretrained is not None and not isinstance(pretrained, (str, Path)):
         raise TypeError(f"pretrained must be False, True or a path to a .pdparams file, got {pretrained!r}")
     model = PPLCNetV2(**kwargs)
-    if pretrained: load_pretrained(model, pretrained)
+    if pretrained: load_backbone_weights(model, pretrained)
     return model
 
 # %% ../nbs/02_backbone.ipynb #6629816c
 @BACKBONES.register
-def PPLCNetV2_small(pretrained=False, use_ssld=False, **kwargs):
+def PPLCNetV2_small(
+    pretrained=False,  # False, True (PaddleClas's cached ImageNet weights) or a .pdparams path
+    use_ssld: bool = False,  # with `pretrained=True`, the distilled ImageNet weights
+    **kwargs,  # arguments of `PPLCNetV2`, over these defaults
+) -> PPLCNetV2:
     "PP-LCNetV2 at scale 0.75, depths [2, 2, 4, 2], dropout 0.2."
-    return build_backbone("PPLCNetV2_small", pretrained, use_ssld, **{"scale": 0.75, "depths": [2, 2, 4, 2], "dropout_prob": 0.2} | kwargs)
+    defaults = {"scale": 0.75, "depths": [2, 2, 4, 2], "dropout_prob": 0.2}
+    return build_backbone("PPLCNetV2_small", pretrained, use_ssld, **defaults | kwargs)
 
+# %% ../nbs/02_backbone.ipynb #ac84fa8b
 @BACKBONES.register
-def PPLCNetV2_base(pretrained=False, use_ssld=False, **kwargs):
+def PPLCNetV2_base(
+    pretrained=False,  # False, True (PaddleClas's cached ImageNet weights) or a .pdparams path
+    use_ssld: bool = False,  # with `pretrained=True`, the distilled ImageNet weights
+    **kwargs,  # arguments of `PPLCNetV2`, over these defaults
+) -> PPLCNetV2:
     "PP-LCNetV2 at scale 1.0, depths [2, 2, 6, 2], dropout 0.2."
-    return build_backbone("PPLCNetV2_base", pretrained, use_ssld, **{"scale": 1.0, "depths": [2, 2, 6, 2], "dropout_prob": 0.2} | kwargs)
+    defaults = {"scale": 1.0, "depths": [2, 2, 6, 2], "dropout_prob": 0.2}
+    return build_backbone("PPLCNetV2_base", pretrained, use_ssld, **defaults | kwargs)
 
+# %% ../nbs/02_backbone.ipynb #e70d56a1
 @BACKBONES.register
-def PPLCNetV2_large(pretrained=False, use_ssld=False, **kwargs):
+def PPLCNetV2_large(
+    pretrained=False,  # False, True (PaddleClas's cached ImageNet weights) or a .pdparams path
+    use_ssld: bool = False,  # with `pretrained=True`, the distilled ImageNet weights
+    **kwargs,  # arguments of `PPLCNetV2`, over these defaults
+) -> PPLCNetV2:
     "PP-LCNetV2 at scale 1.25, depths [2, 2, 8, 2], dropout 0.2."
-    return build_backbone("PPLCNetV2_large", pretrained, use_ssld, **{"scale": 1.25, "depths": [2, 2, 8, 2], "dropout_prob": 0.2} | kwargs)
+    defaults = {"scale": 1.25, "depths": [2, 2, 8, 2], "dropout_prob": 0.2}
+    return build_backbone("PPLCNetV2_large", pretrained, use_ssld, **defaults | kwargs)
 
+# %% ../nbs/02_backbone.ipynb #ff0f6401
 @BACKBONES.register
-def PPLCNetV2_base_ShiTu(pretrained=False, use_ssld=False, **kwargs):
-    "PP-ShiTuV2's backbone: `PPLCNetV2_base` with 512 features, last stride 1, biased `last_conv`, no final ReLU, no fc."
+def PPLCNetV2_base_ShiTu(
+    pretrained=False,  # False, True (PaddleClas's cached ImageNet weights of PPLCNetV2_base) or a .pdparams path
+    use_ssld: bool = False,  # with `pretrained=True`, the distilled ImageNet weights
+    **kwargs,  # arguments of `PPLCNetV2`, over these defaults
+) -> PPLCNetV2:
+    "PP-ShiTuV2's backbone: `PPLCNetV2_base`, 512 features, last stride 1, biased `last_conv`, no final ReLU, no fc."
     defaults = dict(class_expand=512, last_stride=1, last_conv_bias=True, last_act=False, class_num=0)
     return PPLCNetV2_base(pretrained, use_ssld, **defaults | kwargs)
 
 # %% ../nbs/02_backbone.ipynb #d72ea559
-def reparameterized(model: nn.Layer) -> nn.Layer:
+def reparameterized(
+    model: nn.Layer,  # any network with `RepDepthwiseSeparable` blocks (a backbone, a whole model)
+) -> nn.Layer:  # the fused copy, in eval mode
     "A deep copy of `model` in eval mode with every re-parameterisable block fused; `model` is left untouched."
     fused = copy.deepcopy(model)
     fused.eval()
@@ -471,7 +632,10 @@ def reparameterized(model: nn.Layer) -> nn.Layer:
 # %% ../nbs/02_backbone.ipynb #d7bc036e
 LayerRow = namedtuple("LayerRow", "name type shape params macs")
 
-def layer_cost(layer: nn.Layer, output) -> int:
+def layer_cost(
+    layer: nn.Layer,  # a leaf layer that ran
+    output,  # what it produced, [N, ...]
+) -> int:  # multiply-adds per image
     "Multiply-adds of one image through a Conv2D or Linear `layer` that produced `output`; 0 for other layers."
     per_image = int(np.prod(output.shape[1:]))
     if isinstance(layer, nn.Conv2D): return per_image * int(np.prod(layer.weight.shape[1:]))
@@ -481,45 +645,64 @@ def layer_cost(layer: nn.Layer, output) -> int:
 # %% ../nbs/02_backbone.ipynb #37901bf4
 class LayerTable(list):
     "`LayerRow`s of the leaf layers that ran, in order, with totals; `grouped` sums them by layer-name prefix."
-    def __init__(self, rows=(), types: dict = None): # `types`: class name of every sublayer, by name
-        super().__init__(rows); self.types = types or {}
+    def __init__(
+        self,
+        rows=(),  # `LayerRow`s
+        types: dict = None,  # class name of every sublayer, by name
+    ):
+        super().__init__(rows)
+        self.types = types or {}
 
     params = property(lambda self: sum(r.params for r in self), doc="Parameters of the layers that ran")
     macs = property(lambda self: sum(r.macs for r in self), doc="Multiply-adds per image")
-
-    def group_of(self, name: str, depth: int = None) -> str:
-        "`name`'s first `depth` components, or with `depth` None its outermost block (ConvBN or depthwise-separable)."
-        parts = name.split(".")
-        if depth is not None: return ".".join(parts[:depth])
-        return next((p for p in (".".join(parts[:i]) for i in range(1, len(parts)))
-                     if self.types.get(p) in ("ConvBNLayer", "RepDepthwiseSeparable")), name)
-
-    def grouped(self, depth: int = None) -> "LayerTable": # Name components to keep; None: one row per block
-        "Rows summed by `group_of` their names; a group's shape is its last output."
-        groups = {}
-        for r in self: groups.setdefault(self.group_of(r.name, depth), []).append(r)
-        return LayerTable([LayerRow(k, self.types.get(k, rs[0].type), rs[-1].shape, sum(r.params for r in rs),
-                                    sum(r.macs for r in rs)) for k, rs in groups.items()], self.types)
 
     def _repr_markdown_(self):
         lines = ["| layer | type | output | params | MACs |", "|---|---|---|--:|--:|"]
         lines += [f"| {r.name} | {r.type} | {'x'.join(map(str, r.shape))} | {r.params:,} | {r.macs:,} |" for r in self]
         return "\n".join(lines + [f"| **total** | | | **{self.params:,}** | **{self.macs:,}** |"])
 
+# %% ../nbs/02_backbone.ipynb #faab7535
+@patch
+def group_of(self: LayerTable,
+             name: str,  # a layer's name, e.g. "stages.2.3.se.conv1"
+             depth: int = None,  # name components to keep; None: the outermost block
+             ) -> str:  # the group's name
+    "`name`'s first `depth` components, or with `depth` None its outermost block (ConvBN or depthwise-separable)."
+    parts = name.split(".")
+    if depth is not None: return ".".join(parts[:depth])
+    return next((p for p in (".".join(parts[:i]) for i in range(1, len(parts)))
+                 if self.types.get(p) in ("ConvBNLayer", "RepDepthwiseSeparable")), name)
+
+@patch
+def grouped(self: LayerTable,
+            depth: int = None,  # name components to keep; None: one row per block
+            ) -> LayerTable:  # one row per group
+    "Rows summed by `group_of` their names; a group's shape is its last output."
+    groups = {}
+    for r in self: groups.setdefault(self.group_of(r.name, depth), []).append(r)
+    return LayerTable([LayerRow(k, self.types.get(k, rs[0].type), rs[-1].shape, sum(r.params for r in rs),
+                                sum(r.macs for r in rs)) for k, rs in groups.items()], self.types)
+
+# %% ../nbs/02_backbone.ipynb #7a488f43
+def _layer_recorder(rows: list, seen: set, name: str):
+    "A forward post-hook that appends the `LayerRow` of the layer `name` to `rows`, its parameters counted once."
+    def record(layer, inputs, output):
+        own = 0 if id(layer) in seen else sum(int(np.prod(p.shape)) for p in layer.parameters(include_sublayers=False))
+        seen.add(id(layer))
+        rows.append(LayerRow(name, type(layer).__name__, list(output.shape[1:]), own, layer_cost(layer, output)))
+    return record
+
 # %% ../nbs/02_backbone.ipynb #446c94c6
-def layer_table(model: nn.Layer, input_size=(224, 224), # Image (height, width), or one int for a square
-                ) -> LayerTable:
-    "Name, type, output shape [C, H, W], parameters and multiply-adds of every leaf layer of `model` that runs on one image."
+def layer_table(
+    model: nn.Layer,  # the network; it runs once on a zero image, in eval mode, and gets its mode back
+    input_size=(224, 224),  # image (height, width), or one int for a square
+) -> LayerTable:  # one row per leaf layer that ran
+    "Name, type, output shape [C, H, W], parameters and multiply-adds of each leaf layer of `model` run on one image."
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
-    rows, seen, handles = LayerTable(types={n: type(l).__name__ for n, l in model.named_sublayers()}), set(), []
-    def hook(name):
-        def record(layer, inputs, output):
-            params = 0 if id(layer) in seen else sum(int(np.prod(p.shape)) for p in layer.parameters(include_sublayers=False))
-            seen.add(id(layer))
-            rows.append(LayerRow(name, type(layer).__name__, list(output.shape[1:]), params, layer_cost(layer, output)))
-        return record
-    for name, layer in model.named_sublayers():
-        if not layer.sublayers(): handles.append(layer.register_forward_post_hook(hook(name)))
+    rows = LayerTable(types={name: type(layer).__name__ for name, layer in model.named_sublayers()})
+    seen = set()
+    handles = [layer.register_forward_post_hook(_layer_recorder(rows, seen, name))
+               for name, layer in model.named_sublayers() if not layer.sublayers()]
     training = model.training
     try:
         model.eval()

@@ -38,7 +38,12 @@ class LabelFile:
 # %% ../nbs/07_data.ipynb #e0c70e15
 class LabelFileError(ValueError):
     "Bad lines of a label file; `errors` holds every `(line_number, message, text)`, `source` the file."
-    def __init__(self, source, errors, max_shown: int = 20):
+    def __init__(
+        self,
+        source,  # The label file
+        errors,  # `(line_number, message, text)` of each bad line
+        max_shown: int = 20,  # Bad lines the message lists; the others are only counted
+    ):
         self.source, self.errors = str(source), list(errors)
         shown = [f"  line {n}: {msg}: {text!r}" for n, msg, text in self.errors[:max_shown]]
         if len(self.errors) > max_shown: shown.append(f"  ... and {len(self.errors) - max_shown} more bad lines")
@@ -61,27 +66,49 @@ def _split_lines(text: str, delimiter=None):
         if not s or s.startswith("#"): continue
         yield n, ([f.strip() for f in s.split(delimiter)] if delimiter is not None else s.split()), line
 
-# %% ../nbs/07_data.ipynb #ddb0a3dc
-def _check_lines(rows, image_root, relabel, check_files):
-    "Parse `rows` from `_split_lines`: `(paths, labels, unique_ids or None, errors)`."
+# %% ../nbs/07_data.ipynb #4615022f
+def _expected_columns(rows) -> int:
+    "The column count, 2 or 3, that most `rows` have (ties: the first row's); 2 if none has either."
     counts = Counter(len(f) for _, f, _ in rows if len(f) in (2, 3))
-    ncols = max(counts, key=lambda c: (counts[c], -[len(f) for _, f, _ in rows].index(c))) if counts else 2
+    if not counts: return 2
+    widths = [len(f) for _, f, _ in rows]
+    return max(counts, key=lambda c: (counts[c], -widths.index(c)))
+
+# %% ../nbs/07_data.ipynb #0cec9a47
+class _BadLine(ValueError):
+    "What is wrong with one line of a label file."
+
+def _parse_row(fields: list, ncols: int, relabel: bool, seen: dict, n: int) -> tuple:
+    "`(label, unique_id or None)` of the `fields` of line `n`, else a `_BadLine`; a new unique id goes into `seen`."
+    if len(fields) != ncols:
+        raise _BadLine(f"{len(fields)} columns, expected {ncols} (path label{' unique_id' * (ncols == 3)})")
+    if "" in fields: raise _BadLine("empty field (a repeated delimiter?)")
+    label = _parse_int(fields[1])
+    if label is None: raise _BadLine(f"label {fields[1]!r} is not an integer")
+    if label < 0 and not relabel: raise _BadLine(f"negative label {label} (relabel=True maps labels to 0..C-1)")
+    if ncols == 2: return label, None
+    uid = _parse_int(fields[2])
+    if uid is None: raise _BadLine(f"unique id {fields[2]!r} is not an integer")
+    if uid in seen: raise _BadLine(f"duplicate unique id {uid} (first on line {seen[uid]})")
+    seen[uid] = n
+    return label, uid
+
+# %% ../nbs/07_data.ipynb #ddb0a3dc
+def _check_lines(rows, image_root, relabel: bool, check_files: bool) -> tuple:
+    "Parse `rows` from `_split_lines`: `(paths, labels, unique_ids or None, errors)`."
+    ncols = _expected_columns(rows)
     paths, labels, ids, errors, seen = [], [], [], [], {}
     for n, fields, line in rows:
-        bad = lambda msg: errors.append((n, msg, line))
-        if len(fields) != ncols: bad(f"{len(fields)} columns, expected {ncols} (path label{' unique_id' * (ncols == 3)})"); continue
-        if "" in fields: bad("empty field (a repeated delimiter?)"); continue
-        label = _parse_int(fields[1])
-        if label is None: bad(f"label {fields[1]!r} is not an integer"); continue
-        if label < 0 and not relabel: bad(f"negative label {label} (relabel=True maps labels to 0..C-1)"); continue
-        if ncols == 3:
-            uid = _parse_int(fields[2])
-            if uid is None: bad(f"unique id {fields[2]!r} is not an integer"); continue
-            if uid in seen: bad(f"duplicate unique id {uid} (first on line {seen[uid]})"); continue
-            seen[uid] = n; ids.append(uid)
-        path = os.path.abspath(os.path.join(image_root, fields[0]))
-        if check_files and not os.path.isfile(path): bad(f"image file not found: {path}"); continue
-        paths.append(path); labels.append(label)
+        try:
+            label, uid = _parse_row(fields, ncols, relabel, seen, n)
+            path = os.path.abspath(os.path.join(image_root, fields[0]))
+            if check_files and not os.path.isfile(path): raise _BadLine(f"image file not found: {path}")
+        except _BadLine as e:
+            errors.append((n, str(e), line))
+            continue
+        paths.append(path)
+        labels.append(label)
+        ids.append(uid)
     return paths, labels, (ids if ncols == 3 else None), errors
 
 # %% ../nbs/07_data.ipynb #8c1f088e
@@ -149,24 +176,30 @@ class ImageDecodeError(ValueError):
 # %% ../nbs/07_data.ipynb #8d6e695e
 _SOF = {*range(0xC0, 0xD0)} - {0xC4, 0xC8, 0xCC}
 
-def reference_jpeg_info(data: bytes):
+def reference_jpeg_info(
+    data: bytes,  # The bytes of a JPEG file, or its first part
+) -> tuple:  # (height, width, complete, has_exif), or None
     "`(height, width, complete, has_exif)` of a JPEG from its headers, or None if the headers are not readable."
     i, size, exif = 2, None, False
     while i + 4 <= len(data):
         if data[i] != 0xFF: return None
         m = data[i + 1]
-        if m == 0xFF: i += 1; continue                          # fill byte
-        if m in (0x01, *range(0xD0, 0xD8)): i += 2; continue    # markers without a length
+        if m in (0xFF, 0x01, *range(0xD0, 0xD8)):  # a fill byte, or a marker without a length
+            i += 1 if m == 0xFF else 2
+            continue
         n = int.from_bytes(data[i + 2:i + 4], "big")
         if m == 0xE1 and data[i + 4:i + 10] == b"Exif\0\0": exif = True
-        if m in _SOF and i + 9 <= len(data): size = (int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big"))
+        if m in _SOF and i + 9 <= len(data):
+            size = (int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big"))
         if m == 0xDA:
             return None if size is None else (*size, data.find(b"\xff\xd9", i + 2 + n) >= 0, exif)
         i += 2 + n
     return None
 
-def jpeg_info(data: bytes):
-    "`(height, width, complete, has_exif)` of a JPEG from its headers, or None if the headers are not readable (compiled)."
+def jpeg_info(
+    data: bytes,  # The bytes of a JPEG file, or its first part
+) -> tuple:  # (height, width, complete, has_exif), or None
+    "`reference_jpeg_info`, compiled: the JPEG's stored size, whether it is complete and has EXIF data, or None."
     return compiled("_decode").jpeg_info(data)
 
 # %% ../nbs/07_data.ipynb #f784cb70
@@ -231,8 +264,8 @@ def load_image(path,            # image file
     except ImageDecodeError as e: raise ImageDecodeError(f"{path}: {e}") from None
 
 # %% ../nbs/07_data.ipynb #d8cdec9c
-def demo_data() -> Path:
-    "The folder of the bundled demo data set `icons-mini` (`train_list.txt`, `test_list.txt`, `images/`, `ATTRIBUTION.md`)."
+def demo_data() -> Path:  # the `icons-mini` folder
+    "The bundled demo data set `icons-mini`: `train_list.txt`, `test_list.txt`, `images/`, `ATTRIBUTION.md`."
     import importlib.resources
     path = Path(str(importlib.resources.files("feature_extraction")))/"demo_data"/"icons-mini"
     if not (path/"train_list.txt").is_file():

@@ -12,12 +12,12 @@ import inspect
 import math
 
 import numpy as np
+
+from .core import Registry, check_int, check_keys, check_real  # before Paddle: see 00_core
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
-from paddle.nn import initializer as I
-
-from .core import Registry, check_int, check_real
+import paddle.nn.initializer as init
 
 # %% ../nbs/03_heads.ipynb #390d47a5
 NECKS = Registry("neck")
@@ -25,8 +25,8 @@ HEADS = Registry("head")
 
 # %% ../nbs/03_heads.ipynb #4243c74a
 INITIALIZERS = Registry("initializer")
-for _cls in (I.Constant, I.Normal, I.TruncatedNormal, I.Uniform,
-             I.XavierNormal, I.XavierUniform, I.KaimingNormal, I.KaimingUniform):
+for _cls in (init.Constant, init.Normal, init.TruncatedNormal, init.Uniform,
+             init.XavierNormal, init.XavierUniform, init.KaimingNormal, init.KaimingUniform):
     INITIALIZERS.register(_cls)
 
 # %% ../nbs/03_heads.ipynb #cb60c7f0
@@ -34,7 +34,8 @@ _ATTR_KEYS = ("initializer", "learning_rate", "trainable")
 
 def _initializer(cfg, what: str):
     "Build an initializer from `{name: ..., **kwargs}`; errors say which config entry is wrong."
-    try: return INITIALIZERS.build(cfg)
+    try:
+        return INITIALIZERS.build(cfg)
     except (KeyError, ValueError, TypeError) as e:
         raise ValueError(f"{what}.initializer: {e.args[0] if e.args else e}") from e
 
@@ -45,40 +46,53 @@ def param_attr(cfg, # A PaddleClas `weight_attr`/`bias_attr` entry: dict, False,
               ):
     "`cfg` as a `paddle.ParamAttr`, or False for no parameter, or None for the layer's default."
     if cfg is False: return False
-    if cfg is None or cfg is True: return None if default_init is None else paddle.ParamAttr(initializer=default_init)
+    if cfg is None or cfg is True:
+        return None if default_init is None else paddle.ParamAttr(initializer=default_init)
     if isinstance(cfg, paddle.ParamAttr):
-        if cfg.initializer is None and default_init is not None: cfg = copy.copy(cfg); cfg.initializer = default_init
+        if cfg.initializer is None and default_init is not None:
+            cfg = copy.copy(cfg)
+            cfg.initializer = default_init
         return cfg
     if not isinstance(cfg, dict): raise TypeError(f"{what} must be a dict, False or None, got {cfg!r}")
-    unknown = [k for k in cfg if k not in _ATTR_KEYS]
-    if unknown: raise ValueError(f"{what}: unknown key {unknown[0]!r}; known: {', '.join(_ATTR_KEYS)}")
+    check_keys(cfg, _ATTR_KEYS, what)
     kw = {"initializer": _initializer(cfg["initializer"], what) if "initializer" in cfg else default_init}
-    if "learning_rate" in cfg: kw["learning_rate"] = check_real(cfg["learning_rate"], f"{what}.learning_rate", min_value=0)
+    if "learning_rate" in cfg:
+        kw["learning_rate"] = check_real(cfg["learning_rate"], f"{what}.learning_rate", min_value=0)
     if "trainable" in cfg:
-        if not isinstance(cfg["trainable"], bool): raise TypeError(f"{what}.trainable must be true or false, got {cfg['trainable']!r}")
+        if not isinstance(cfg["trainable"], bool):
+            raise TypeError(f"{what}.trainable must be true or false, got {cfg['trainable']!r}")
         kw["trainable"] = cfg["trainable"]
     return paddle.ParamAttr(**kw)
 
 # %% ../nbs/03_heads.ipynb #ffb17132
 class FromConfig:
-    "Mixin: `from_config(cfg)` builds the class from a config entry's keys, refusing unknown keys by name."
+    "Mixin: `from_config(cfg)` builds the class from a config entry's keys, naming any its constructor does not take."
     @classmethod
-    def from_config(cls, cfg: dict):
-        known = list(inspect.signature(cls.__init__).parameters)[1:]
-        unknown = [k for k in cfg if k not in known]
-        if unknown: raise ValueError(f"{cls.__name__}: unknown config key {unknown[0]!r}; known: {', '.join(known)}")
+    def from_config(cls,
+                    cfg: dict, # The entry's keyword arguments (without its `name`)
+                   ):
+        "An instance built from `cfg`; a key the constructor does not take is a ValueError that lists the known ones."
+        check_keys(cfg, list(inspect.signature(cls.__init__).parameters)[1:], cls.__name__)
         return cls(**cfg)
 
 # %% ../nbs/03_heads.ipynb #3ea0c6f8
 class FrozenBiasBatchNorm1D(nn.BatchNorm1D):
     "`nn.BatchNorm1D` whose bias is frozen (never updated) while its weight trains."
-    def __init__(self, num_features: int, momentum=0.9, epsilon=1e-5, weight_attr=None):
+    def __init__(self,
+                 num_features: int, # Width of the input
+                 momentum=0.9, # Weight of the old running statistics in each update
+                 epsilon=1e-5, # Added to the variance before its square root
+                 weight_attr=None, # `paddle.ParamAttr` of the weight; None: Paddle's default (1.0)
+                ):
         super().__init__(num_features, momentum=momentum, epsilon=epsilon, weight_attr=weight_attr,
-                         bias_attr=paddle.ParamAttr(initializer=I.Constant(0.0), trainable=False))
+                         bias_attr=paddle.ParamAttr(initializer=init.Constant(0.0), trainable=False))
 
     def forward(self, x):
+        "Batch norm of `x` [B, num_features]; in training the bias goes in as an alias that asks for a gradient."
         bias = self.bias
-        if self.training: bias = bias.detach(); bias.stop_gradient = False  # see above: Paddle bug
+        if self.training:  # see above: Paddle bug
+            bias = bias.detach()
+            bias.stop_gradient = False
         return F.batch_norm(x, self._mean, self._variance, self.weight, bias, training=self.training,
                             momentum=self._momentum, epsilon=self._epsilon, data_format=self._data_format)
 
@@ -87,8 +101,10 @@ def _zero_bias_attr(bias_attr):
     "Check a BNNeck `bias_attr`: its initializer, if any, must be Constant(0); the bias is frozen anyway."
     attr = param_attr(bias_attr, "bias_attr")
     if attr is False or attr is None: return
-    if attr.initializer is not None and not (isinstance(attr.initializer, I.Constant) and attr.initializer._value == 0):
-        raise ValueError(f"bias_attr: BNNeck's bias is frozen at zero, so its initializer must be Constant(0), got {bias_attr!r}")
+    zero = isinstance(attr.initializer, init.Constant) and attr.initializer._value == 0
+    if attr.initializer is not None and not zero:
+        raise ValueError("bias_attr: BNNeck's bias is frozen at zero, so its initializer must be Constant(0), "
+                         f"got {bias_attr!r}")
     if isinstance(bias_attr, dict) and bias_attr.get("trainable") is True:
         raise ValueError("bias_attr: BNNeck's bias is frozen at zero; trainable: true is not supported")
 
@@ -99,16 +115,18 @@ class BNNeck(FromConfig, nn.Layer):
     def __init__(self,
                  num_features: int, # Width of the embedding
                  weight_attr=None, # PaddleClas `weight_attr` entry; default Constant(1.0)
-                 bias_attr=None, # PaddleClas `bias_attr` entry, accepted for config compatibility; the bias is frozen at 0
+                 bias_attr=None, # PaddleClas `bias_attr` entry, accepted so its config loads; the bias is frozen at 0
                 ):
         super().__init__()
         self.num_features = check_int(num_features, "num_features")
         _zero_bias_attr(bias_attr)
         self.flatten = nn.Flatten()
         self.feat_bn = FrozenBiasBatchNorm1D(self.num_features, momentum=0.9, epsilon=1e-5,
-                                             weight_attr=param_attr(weight_attr, "weight_attr", I.Constant(1.0)))
+                                             weight_attr=param_attr(weight_attr, "weight_attr", init.Constant(1.0)))
 
-    def forward(self, x): return self.feat_bn(self.flatten(x))
+    def forward(self, x):
+        "The embedding `x` ([B, num_features], or [B, num_features, 1, 1]) flattened and batch-normalised."
+        return self.feat_bn(self.flatten(x))
 
 # %% ../nbs/03_heads.ipynb #a6b15927
 @HEADS.register
@@ -121,44 +139,64 @@ class FC(FromConfig, nn.Layer):
                  bias_attr=False, # PaddleClas `bias_attr` entry; default no bias
                 ):
         super().__init__()
-        self.embedding_size, self.class_num = check_int(embedding_size, "embedding_size"), check_int(class_num, "class_num")
+        self.embedding_size = check_int(embedding_size, "embedding_size")
+        self.class_num = check_int(class_num, "class_num")
         self.fc = nn.Linear(self.embedding_size, self.class_num,
-                            weight_attr=param_attr(weight_attr, "weight_attr", I.Normal(0.0, 0.001)),
+                            weight_attr=param_attr(weight_attr, "weight_attr", init.Normal(0.0, 0.001)),
                             bias_attr=param_attr(bias_attr, "bias_attr"))
 
-    def forward(self, x, label=None): return self.fc(x)
+    def forward(self, x, label=None):
+        "Logits [B, class_num] of the embeddings `x`; `label` is ignored (every head takes one)."
+        return self.fc(x)
 
 # %% ../nbs/03_heads.ipynb #19a58669
-def flat_labels(label, batch_size: int):
-    "Labels `[B]` or `[B, 1]` (int32/int64 tensor, array or list) as a `[B]` tensor, checked against `batch_size`."
+def flat_labels(label, # Labels `[B]` or `[B, 1]`: an int32/int64 tensor, an array or a list
+                batch_size: int, # The batch size they must match (-1: unknown, in a static graph)
+               ):
+    "`label` as a `[B]` tensor, checked against `batch_size`."
     if isinstance(label, (np.ndarray, list, tuple)): label = paddle.to_tensor(np.asarray(label))
-    if label.dtype not in (paddle.int32, paddle.int64): raise TypeError(f"labels must be int32 or int64, got {label.dtype}")
+    if label.dtype not in (paddle.int32, paddle.int64):
+        raise TypeError(f"labels must be int32 or int64, got {label.dtype}")
     label = label.reshape([-1])
     if label.shape[0] >= 0 and batch_size >= 0 and label.shape[0] != batch_size:  # -1: unknown in a static graph
         raise ValueError(f"got {label.shape[0]} labels for a batch of {batch_size}")
     return label
 
-def class_mask(label, class_num: int, batch_size: int):
-    "Labels `[B]` or `[B, 1]` as a boolean [B, class_num] mask of each sample's class."
+# %% ../nbs/03_heads.ipynb #e71f3a22
+def class_mask(label, # Labels `[B]` or `[B, 1]`, as `flat_labels` takes them
+               class_num: int, # Number of classes
+               batch_size: int, # The batch size, as for `flat_labels`
+              ):
+    "A boolean [B, class_num] mask of each sample's class."
     return F.one_hot(flat_labels(label, batch_size), class_num) > 0.5
 
 # %% ../nbs/03_heads.ipynb #45f77432
 class MarginHead(FromConfig, nn.Layer):
     "Base of the cosine heads: weight `weight` [embedding_size, class_num]; plain cosine in eval or without labels."
-    def __init__(self, embedding_size: int, class_num: int, margin: float, scale: float):
+    def __init__(self,
+                 embedding_size: int, # Width of the embedding
+                 class_num: int, # Number of classes
+                 margin: float, # The margin m, as each head uses it
+                 scale: float, # Logit scale s, > 0
+                ):
         super().__init__()
-        self.embedding_size, self.class_num = check_int(embedding_size, "embedding_size"), check_int(class_num, "class_num")
+        self.embedding_size = check_int(embedding_size, "embedding_size")
+        self.class_num = check_int(class_num, "class_num")
         self.margin, self.scale = check_real(margin, "margin"), check_real(scale, "scale")
         if self.scale <= 0: raise ValueError(f"scale must be positive, got {scale!r}")
-        self.weight = self.create_parameter([self.embedding_size, self.class_num], default_initializer=I.XavierNormal())
+        self.weight = self.create_parameter([self.embedding_size, self.class_num],
+                                            default_initializer=init.XavierNormal())
 
     def cosine(self, x):
-        "Cosine similarity of each row of `x` with each class: [B, class_num]."
+        "Cosine similarity of each row of `x` [B, embedding_size] with each class: [B, class_num]."
         x = x / paddle.clip(paddle.sqrt(paddle.sum(paddle.square(x), axis=1, keepdim=True)), min=1e-12)
-        w = self.weight / paddle.clip(paddle.sqrt(paddle.sum(paddle.square(self.weight), axis=0, keepdim=True)), min=1e-12)
-        return paddle.matmul(x, w)
+        norm = paddle.sqrt(paddle.sum(paddle.square(self.weight), axis=0, keepdim=True))
+        return paddle.matmul(x, self.weight / paddle.clip(norm, min=1e-12))
 
-    def forward(self, x, label=None):
+    def forward(self,
+                x, # Embeddings [B, embedding_size]
+                label=None, # Labels [B] or [B, 1]; used in training only
+               ):
         "Margin logits in training with labels, else the plain cosine."
         cos = self.cosine(x)
         if not self.training or label is None: return cos
@@ -179,10 +217,13 @@ class ArcMargin(MarginHead):
         self.easy_margin = bool(easy_margin)
 
     def margin_logits(self, cos, one_hot):
+        "Training logits from the cosines `cos` [B, class_num] and the class mask `one_hot`."
         sin = paddle.sqrt(1.0 - paddle.square(cos) + 1e-6)
         phi = cos * math.cos(self.margin) - sin * math.sin(self.margin)
-        if self.easy_margin: phi = paddle.where(cos > 0, phi, cos)
-        else: phi = paddle.where(cos > -math.cos(self.margin), phi, cos - math.sin(self.margin) * self.margin)
+        if self.easy_margin:
+            phi = paddle.where(cos > 0, phi, cos)
+        else:
+            phi = paddle.where(cos > -math.cos(self.margin), phi, cos - math.sin(self.margin) * self.margin)
         return paddle.where(one_hot, phi, cos) * self.scale
 
 # %% ../nbs/03_heads.ipynb #37b0f745
@@ -197,7 +238,9 @@ class CosMargin(MarginHead):
                 ):
         super().__init__(embedding_size, class_num, margin, scale)
 
-    def margin_logits(self, cos, one_hot): return paddle.where(one_hot, cos - self.margin, cos) * self.scale
+    def margin_logits(self, cos, one_hot):
+        "Training logits from the cosines `cos` [B, class_num] and the class mask `one_hot`."
+        return paddle.where(one_hot, cos - self.margin, cos) * self.scale
 
 # %% ../nbs/03_heads.ipynb #b85cbd26
 @HEADS.register
@@ -212,6 +255,7 @@ class CircleMargin(MarginHead):
         super().__init__(embedding_size, class_num, margin, scale)
 
     def margin_logits(self, cos, one_hot):
+        "Training logits from the cosines `cos` [B, class_num] and the class mask `one_hot`."
         alpha_p = paddle.clip(-cos + 1 + self.margin, min=0.0).detach()  # detach last: see "Compiled graphs"
         alpha_n = paddle.clip(cos + self.margin, min=0.0).detach()
         logits_p, logits_n = alpha_p * (cos - (1 - self.margin)), alpha_n * (cos - self.margin)
@@ -222,4 +266,7 @@ class CircleMargin(MarginHead):
 class IdentityHead(FromConfig, nn.Layer):
     "Head that returns the embedding unchanged (used at export); no parameters."
     def __init__(self): super().__init__()
-    def forward(self, x, label=None): return x
+
+    def forward(self, x, label=None):
+        "The embeddings `x` themselves; `label` is ignored."
+        return x

@@ -10,30 +10,44 @@ __all__ = ['LOSSES', 'model_output', 'Loss', 'CELoss', 'similarity_matrix', 'har
 import math
 
 import numpy as np
+from fastcore.basics import patch
+
+from .core import Registry, check_real  # before Paddle: see 00_core
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .core import Registry, check_real
 from .heads import FromConfig, flat_labels
 
 # %% ../nbs/05_losses.ipynb #d69c5f76
 LOSSES = Registry("loss")
 
 # %% ../nbs/05_losses.ipynb #12a7d7e7
-def model_output(input, key: str, loss: str):
+def model_output(input, # A model output dict, or a tensor
+                 key: str, # The entry to read
+                 loss: str, # Name of the loss that reads it, for the error message
+                ):
     "`input[key]` if `input` is a model output dict, else `input` itself (a tensor)."
     if not isinstance(input, dict): return input
     if input.get(key) is None:
-        raise KeyError(f"{loss} reads {key!r} from the model output, which has: {', '.join(k for k, v in input.items() if v is not None) or 'nothing'}")
+        present = ", ".join(k for k, v in input.items() if v is not None) or "nothing"
+        raise KeyError(f"{loss} reads {key!r} from the model output, which has: {present}")
     return input[key]
 
 # %% ../nbs/05_losses.ipynb #2c21dfa8
 class Loss(FromConfig, nn.Layer):
     "Base of the losses: `loss(input, label)` returns `{type(loss).__name__: compute(input, label)}`."
     @property
-    def name(self) -> str: return type(self).__name__
-    def forward(self, input, label): return {self.name: self.compute(input, label)}
+    def name(self) -> str:
+        "The loss's key in the output dict: its class name, as in PaddleClas."
+        return type(self).__name__
+
+    def forward(self,
+                input, # The model output dict, or as a tensor the one entry the loss reads
+                label, # Labels [B] or [B, 1]
+               ):
+        "`{self.name: self.compute(input, label)}`."
+        return {self.name: self.compute(input, label)}
 
 # %% ../nbs/05_losses.ipynb #d4483cb4
 def _flag(value, name: str) -> bool:
@@ -53,22 +67,28 @@ class CELoss(Loss):
         self.epsilon = epsilon if epsilon is not None and 0 < epsilon < 1 else None
 
     def compute(self, input, label):
+        "Mean over the batch of the cross-entropy of `input['logits']` [B, C] with the class indices `label`."
         logits = model_output(input, "logits", self.name)
         label = flat_labels(label, logits.shape[0])
         if paddle.in_dynamic_mode() and label.shape[0] > 0:  # a static graph relies on the kernel's checks
             lo, hi = int(label.min()), int(label.max())
             if lo < 0 or hi >= logits.shape[-1]:
-                raise ValueError(f"labels must be class indices in [0, {logits.shape[-1]}), got {lo if lo < 0 else hi}")
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"labels must be class indices in [0, {logits.shape[-1]}), got {bad}")
         return F.cross_entropy(logits, label, label_smoothing=self.epsilon or 0.0)
 
 # %% ../nbs/05_losses.ipynb #0f85059a
-def similarity_matrix(features, normalize: bool = True):
+def similarity_matrix(features, # Embeddings [B, D]
+                      normalize: bool = True, # L2-normalise the rows first, for cosine similarities
+                     ):
     "`[B, B]` matrix of dot products of the rows of `features`: cosine similarities if `normalize`."
     if normalize: features = F.normalize(features, p=2, axis=1, epsilon=1e-12)
     return paddle.matmul(features, features, transpose_y=True)
 
 # %% ../nbs/05_losses.ipynb #c4bdb9c3
-def hardest_pairs(sim, labels):
+def hardest_pairs(sim, # Similarity matrix [B, B]
+                  labels, # Labels [B]
+                 ):
     "Per anchor: hardest-positive and hardest-negative similarity (0 where undefined) and whether both exist."
     n = paddle.shape(sim)[0]
     idx = paddle.arange(n)
@@ -90,8 +110,8 @@ def _mean_over(x, mask, count):
 class TripletAngularMarginLoss(Loss):
     "Batch-hard triplet loss on cosine similarities, with optional absolute terms; any batch composition."
     def __init__(self,
-                 margin: float = 0.5, # Required gap between the hardest positive and the hardest negative similarity
-                 normalize_feature: bool = True, # L2-normalise the embeddings (cosine similarity); else raw dot products
+                 margin: float = 0.5, # Required gap between the hardest positive and hardest negative similarity
+                 normalize_feature: bool = True, # L2-normalise the embeddings (cosine similarity); else dot products
                  reduction: str = "mean", # How the ranking term is reduced over anchors: 'mean' or 'sum'
                  add_absolute: bool = False, # Add the absolute terms relu(ap_value - s_ap) and relu(s_an - an_value)
                  absolute_loss_weight: float = 1.0, # Weight of the absolute terms
@@ -101,29 +121,50 @@ class TripletAngularMarginLoss(Loss):
                  paddleclas_compat: bool = False, # Add 1, not 0, per anchor whose hardest negative is below an_value
                 ):
         super().__init__()
-        self.margin, self.absolute_loss_weight = check_real(margin, "margin"), check_real(absolute_loss_weight, "absolute_loss_weight")
+        self.margin = check_real(margin, "margin")
+        self.absolute_loss_weight = check_real(absolute_loss_weight, "absolute_loss_weight")
         self.ap_value, self.an_value = check_real(ap_value, "ap_value"), check_real(an_value, "an_value")
-        self.normalize_feature, self.add_absolute = _flag(normalize_feature, "normalize_feature"), _flag(add_absolute, "add_absolute")
+        self.normalize_feature = _flag(normalize_feature, "normalize_feature")
+        self.add_absolute = _flag(add_absolute, "add_absolute")
         self.paddleclas_compat = _flag(paddleclas_compat, "paddleclas_compat")
         if reduction not in ("mean", "sum"): raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
         if not isinstance(feature_from, str): raise TypeError(f"feature_from must be a string, got {feature_from!r}")
         self.reduction, self.feature_from = reduction, feature_from
 
     def compute(self, input, label):
-        features = model_output(input, self.feature_from, self.name)
-        s_ap, s_an, valid = hardest_pairs(similarity_matrix(features, self.normalize_feature), flat_labels(label, features.shape[0]))
-        count = paddle.clip(valid.astype(s_ap.dtype).sum(), min=1.0)
-        ranking = paddle.where(valid, F.relu(s_an - s_ap + self.margin), paddle.zeros_like(s_ap)).sum()
-        loss = ranking / count if self.reduction == "mean" else ranking
-        if not self.add_absolute: return loss
-        an_excess = s_an - self.an_value
-        an_term = paddle.where(an_excess > 0, an_excess, paddle.ones_like(an_excess)) if self.paddleclas_compat else F.relu(an_excess)
-        return loss + self.absolute_loss_weight * (_mean_over(F.relu(self.ap_value - s_ap), valid, count) + _mean_over(an_term, valid, count))
+        "The loss of one batch: `input` is the model output dict or the embeddings [B, D], `label` [B] or [B, 1]."
+        return _triplet_loss(self, model_output(input, self.feature_from, self.name), label)
+
+# %% ../nbs/05_losses.ipynb #48a4fc23
+def _triplet_loss(taml: TripletAngularMarginLoss, features, label):
+    "The loss `taml` gives the embeddings `features` [B, D] with labels `label` [B] or [B, 1]."
+    sim = similarity_matrix(features, taml.normalize_feature)
+    s_ap, s_an, valid = hardest_pairs(sim, flat_labels(label, features.shape[0]))
+    count = paddle.clip(valid.astype(s_ap.dtype).sum(), min=1.0)
+    ranking = paddle.where(valid, F.relu(s_an - s_ap + taml.margin), paddle.zeros_like(s_ap)).sum()
+    loss = ranking / count if taml.reduction == "mean" else ranking
+    if not taml.add_absolute: return loss
+    an_excess = s_an - taml.an_value
+    if taml.paddleclas_compat:  # PaddleClas's `ones_like`, see above
+        an_term = paddle.where(an_excess > 0, an_excess, paddle.ones_like(an_excess))
+    else:
+        an_term = F.relu(an_excess)
+    absolute = _mean_over(F.relu(taml.ap_value - s_ap), valid, count) + _mean_over(an_term, valid, count)
+    return loss + taml.absolute_loss_weight * absolute
 
 # %% ../nbs/05_losses.ipynb #a00dd2ee
-def reference_triplet_angular_margin_loss(features, labels, margin=0.5, normalize_feature=True, reduction="mean",
-                                          add_absolute=False, absolute_loss_weight=1.0, ap_value=0.9, an_value=0.5,
-                                          paddleclas_compat=False) -> float:
+def reference_triplet_angular_margin_loss(
+    features, # Embeddings [B, D]
+    labels, # Labels [B] or [B, 1]
+    margin=0.5, # From here on, the arguments of `TripletAngularMarginLoss`
+    normalize_feature=True, # L2-normalise the embeddings first
+    reduction="mean", # 'mean' or 'sum' of the ranking term over the anchors
+    add_absolute=False, # Add the absolute terms
+    absolute_loss_weight=1.0, # Weight of the absolute terms
+    ap_value=0.9, # Similarity every hardest positive should reach
+    an_value=0.5, # Similarity no hardest negative should exceed
+    paddleclas_compat=False, # Count 1, not 0, for an anchor whose hardest negative is below `an_value`
+) -> float:
     "Plain NumPy oracle for `TripletAngularMarginLoss` (float64, one anchor at a time)."
     x, y = np.asarray(features, np.float64), np.asarray(labels).reshape(-1)
     if normalize_feature: x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -138,7 +179,8 @@ def reference_triplet_angular_margin_loss(features, labels, margin=0.5, normaliz
         an_terms.append(s_an - an_value if s_an - an_value > 0 else (1.0 if paddleclas_compat else 0.0))
     if not ranking: return 0.0
     loss = np.mean(ranking) if reduction == "mean" else np.sum(ranking)
-    return float(loss + absolute_loss_weight * (np.mean(ap_terms) + np.mean(an_terms))) if add_absolute else float(loss)
+    if not add_absolute: return float(loss)
+    return float(loss + absolute_loss_weight * (np.mean(ap_terms) + np.mean(an_terms)))
 
 # %% ../nbs/05_losses.ipynb #8e9bc7cb
 def _loss_from_entry(i: int, entry):
@@ -148,10 +190,16 @@ def _loss_from_entry(i: int, entry):
     (name, params), = entry.items()
     cls = LOSSES.get(name)
     params = {} if params is None else params
-    if not isinstance(params, dict): raise ValueError(f"loss entry {i} ({name}): expected a mapping of arguments, got {params!r}")
-    if "weight" not in params: raise ValueError(f"loss entry {i} ({name}): every loss needs a 'weight'; got keys: {', '.join(params) or 'none'}")
-    try: return cls.from_config({k: v for k, v in params.items() if k != "weight"}), check_real(params["weight"], "weight")
-    except (ValueError, TypeError) as e: raise type(e)(f"loss entry {i} ({name}): {e}") from e
+    if not isinstance(params, dict):
+        raise ValueError(f"loss entry {i} ({name}): expected a mapping of arguments, got {params!r}")
+    if "weight" not in params:
+        got = ", ".join(params) or "none"
+        raise ValueError(f"loss entry {i} ({name}): every loss needs a 'weight'; got keys: {got}")
+    arguments = {k: v for k, v in params.items() if k != "weight"}
+    try:
+        return cls.from_config(arguments), check_real(params["weight"], "weight")
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"loss entry {i} ({name}): {e}") from e
 
 # %% ../nbs/05_losses.ipynb #7a58c889
 class CombinedLoss(nn.Layer):
@@ -162,19 +210,17 @@ class CombinedLoss(nn.Layer):
         super().__init__()
         if not losses: raise ValueError("CombinedLoss needs at least one loss")
         self.parts = nn.LayerList([loss for loss, _ in losses])
-        self.weights = [check_real(w, f"weight of {getattr(loss, 'name', type(loss).__name__)}") for loss, w in losses]
+        self.weights = [check_real(weight, f"weight of {getattr(loss, 'name', type(loss).__name__)}")
+                        for loss, weight in losses]
         names = [getattr(loss, "name", None) for loss in self.parts]
         dup = next((n for i, n in enumerate(names) if n is not None and n in names[:i]), None)
         if dup: raise ValueError(f"two losses named {dup!r}: their values would overwrite each other")
 
-    @classmethod
-    def from_config(cls, config: list):
-        "Build from a PaddleClas `Loss.Train` or `Loss.Eval` list."
-        if not isinstance(config, (list, tuple)) or not config:
-            raise ValueError(f"a loss config is a non-empty list of {{LossName: {{weight: ..., ...}}}} entries, got {config!r}")
-        return cls([_loss_from_entry(i, entry) for i, entry in enumerate(config)])
-
-    def forward(self, input, label) -> dict:
+    def forward(self,
+                input, # The model output dict (a tensor: the entry each loss reads)
+                label, # Labels [B] or [B, 1]
+               ) -> dict:
+        "Each loss's values times its weight, by name, and their sum under `loss`."
         out = {}
         for loss, weight in zip(self.parts, self.weights):
             for key, value in loss(input, label).items():
@@ -184,6 +230,18 @@ class CombinedLoss(nn.Layer):
         return out
 
 # %% ../nbs/05_losses.ipynb #702bf39f
-def build_loss(loss_list: list) -> CombinedLoss:
+@patch(cls_method=True)
+def from_config(cls: CombinedLoss,
+                config: list, # A PaddleClas `Loss.Train` or `Loss.Eval` list of `{LossName: {weight: ..., ...}}`
+               ):
+    "Build from a PaddleClas `Loss.Train` or `Loss.Eval` list."
+    if not isinstance(config, (list, tuple)) or not config:
+        raise ValueError("a loss config is a non-empty list of {LossName: {weight: ..., ...}} entries, "
+                         f"got {config!r}")
+    return cls([_loss_from_entry(i, entry) for i, entry in enumerate(config)])
+
+# %% ../nbs/05_losses.ipynb #aaa8ce4e
+def build_loss(loss_list: list, # A PaddleClas `Loss.Train` or `Loss.Eval` list
+              ) -> CombinedLoss:
     "The `CombinedLoss` of a PaddleClas `Loss.Train` or `Loss.Eval` list."
     return CombinedLoss.from_config(loss_list)

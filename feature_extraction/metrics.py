@@ -5,87 +5,134 @@
 # %% auto #0
 __all__ = ['PER_QUERY_METRICS', 'as_features', 'l2_normalize', 'as_column', 'encode_pair', 'prepare', 'scratch', 'run_tasks',
            'auto_block_size', 'query_blocks', 'check_block_size', 'group_by_label', 'zero_stats', 'blocked_stats',
-           'class_layout', 'symmetric_stats', 'stats_of_prepared', 'ranking_stats', 'check_topk', 'retrieval_metrics',
-           'knn', 'reference_ranking_stats']
+           'class_layout', 'symmetric_tasks', 'symmetric_stats', 'stats_of_prepared', 'ranking_stats', 'check_metrics',
+           'check_topk', 'retrieval_metrics', 'knn', 'reference_ranking_stats']
 
 # %% ../nbs/01_metrics.ipynb #30dc7207
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from fastcore.basics import patch
 from threadpoolctl import threadpool_limits
 
 from .core import check_int, compiled, resolve_num_threads
 
 # %% ../nbs/01_metrics.ipynb #c1e18fb2
-def as_features(x, name: str) -> np.ndarray:
+def as_features(
+    x,  # features [n, dim]: a real (float or integer) array
+    name: str,  # the argument's name, for the error messages
+) -> np.ndarray:  # C-contiguous float32 [n, dim] with finite values
     "`x` as a C-contiguous float32 [n, dim] array with finite values; errors name the argument."
     x = np.asarray(x)
     if x.dtype.kind not in "fiu": raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
     if x.ndim != 2: raise ValueError(f"{name} must be 2-D [n, dim], got shape {x.shape}")
     if 0 in x.shape: raise ValueError(f"{name} is empty (shape {x.shape})")
-    with np.errstate(over="ignore"): x = np.ascontiguousarray(x, dtype=np.float32)  # overflow is reported below
+    with np.errstate(over="ignore"):  # overflow is reported below
+        x = np.ascontiguousarray(x, dtype=np.float32)
     bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
     if len(bad): raise ValueError(f"{name} has NaN or infinite values (or values too large for float32) in "
                                   f"{len(bad)} row(s), first rows: {bad[:10].tolist()}")
     return x
 
 # %% ../nbs/01_metrics.ipynb #bc701b03
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+def l2_normalize(
+    x: np.ndarray,  # features [n, dim]
+    eps: float = 1e-12,  # smallest norm divided by: all-zero rows stay zero
+) -> np.ndarray:  # float32 [n, dim], rows of norm 1 (or 0)
     "Rows of `x` divided by their L2 norm; an all-zero row stays zero."
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)).astype(np.float32, copy=False)
 
 # %% ../nbs/01_metrics.ipynb #22498d49
-def as_column(values, n: int, name: str) -> np.ndarray:
+def as_column(
+    values,  # labels or ids: [n] or [n, 1]
+    n: int,  # rows of the features they belong to
+    name: str,  # the argument's name, for the error messages
+) -> np.ndarray:  # [n]
     "Labels or ids as a 1-D array of length `n`; a `[n, 1]` column is flattened."
     v = np.asarray(values)
     if v.ndim == 2 and v.shape[1] == 1: v = v[:, 0]
-    if v.ndim != 1 or len(v) != n: raise ValueError(f"{name} must have one value per row, shape [{n}], got {v.shape}")
+    if v.ndim != 1 or len(v) != n:
+        raise ValueError(f"{name} must have one value per row, shape [{n}], got {v.shape}")
     if v.dtype.kind == "f" and np.isnan(v).any(): raise ValueError(f"{name} contains NaN")
     return v
 
 # %% ../nbs/01_metrics.ipynb #90c91a2b
-def encode_pair(q: np.ndarray, g: np.ndarray, names: tuple) -> tuple:
+def encode_pair(
+    q: np.ndarray,  # the query side's values [Q]
+    g: np.ndarray,  # the gallery side's values [G]
+    names: tuple,  # the two arguments' names, for the error messages
+) -> tuple:  # int64 codes [Q] and [G]
     "Query and gallery values as int64 codes that are equal exactly where the values are equal."
-    if q.dtype.kind in "iu" and g.dtype.kind in "iu" and np.can_cast(q.dtype, np.int64) and np.can_cast(g.dtype, np.int64):
+    if all(v.dtype.kind in "iu" and np.can_cast(v.dtype, np.int64) for v in (q, g)):
         return q.astype(np.int64), g.astype(np.int64)
     if (q.dtype.kind in "iufb") != (g.dtype.kind in "iufb"):
-        raise TypeError(f"{names[0]} ({q.dtype}) and {names[1]} ({g.dtype}) are of different kinds: use one type for both")
+        raise TypeError(f"{names[0]} ({q.dtype}) and {names[1]} ({g.dtype}) are of different kinds: "
+                        "use one type for both")
     try: _, codes = np.unique(np.concatenate([q, g]), return_inverse=True)
     except TypeError as e: raise TypeError(f"{names[0]}/{names[1]} values cannot be sorted for comparison: {e}") from e
     return codes[:len(q)].astype(np.int64), codes[len(q):].astype(np.int64)
 
+# %% ../nbs/01_metrics.ipynb #5bdfd55c
+def _encode_columns(query_values, gallery_values, n_query: int, n_gallery: int, kind: str) -> tuple:
+    "`query_{kind}` and `gallery_{kind}` as int64 codes (`encode_pair`); (None, None) when they are None."
+    if query_values is None: return None, None
+    names = (f"query_{kind}", f"gallery_{kind}")
+    return encode_pair(as_column(query_values, n_query, names[0]), as_column(gallery_values, n_gallery, names[1]),
+                       names)
+
 # %% ../nbs/01_metrics.ipynb #3ee58448
-def prepare(query, gallery, query_labels=None, gallery_labels=None, query_ids=None, gallery_ids=None,
-            normalize: bool = True) -> tuple:
+def prepare(
+    query,  # query features [Q, dim]
+    gallery,  # gallery features [G, dim]; the same object as `query` for query set == gallery set
+    query_labels=None,  # [Q], or None (with `gallery_labels`)
+    gallery_labels=None,  # [G], or None
+    query_ids=None,  # [Q], or None (with `gallery_ids`)
+    gallery_ids=None,  # [G], or None
+    normalize: bool = True,  # L2-normalise the features
+) -> tuple:  # (query, gallery, query_labels, gallery_labels, query_ids, gallery_ids)
     "Validated (query, gallery, query_labels, gallery_labels, query_ids, gallery_ids); absent labels or ids are None."
     same = query is gallery
     q = as_features(query, "query")
     g = q if same else as_features(gallery, "gallery")
     if q.shape[1] != g.shape[1]:
-        raise ValueError(f"query has dimension {q.shape[1]} but gallery has {g.shape[1]}: features must come from one model")
-    if normalize: q = l2_normalize(q); g = q if same else l2_normalize(g)
-    if (query_labels is None) != (gallery_labels is None): raise ValueError("give both query_labels and gallery_labels, or neither")
-    if (query_ids is None) != (gallery_ids is None): raise ValueError("give both query_ids and gallery_ids, or neither")
-    ql = gl = qi = gi = None
-    if query_labels is not None:
-        ql, gl = encode_pair(as_column(query_labels, len(q), "query_labels"), as_column(gallery_labels, len(g), "gallery_labels"),
-                             ("query_labels", "gallery_labels"))
-    if query_ids is not None:
-        qi, gi = encode_pair(as_column(query_ids, len(q), "query_ids"), as_column(gallery_ids, len(g), "gallery_ids"),
-                             ("query_ids", "gallery_ids"))
+        raise ValueError(f"query has dimension {q.shape[1]} but gallery has {g.shape[1]}: "
+                         "features must come from one model")
+    if normalize:
+        q = l2_normalize(q)
+        g = q if same else l2_normalize(g)
+    for kind, (qv, gv) in (("labels", (query_labels, gallery_labels)), ("ids", (query_ids, gallery_ids))):
+        if (qv is None) != (gv is None): raise ValueError(f"give both query_{kind} and gallery_{kind}, or neither")
+    ql, gl = _encode_columns(query_labels, gallery_labels, len(q), len(g), "labels")
+    qi, gi = _encode_columns(query_ids, gallery_ids, len(q), len(g), "ids")
     return q, g, ql, gl, qi, gi
 
-# %% ../nbs/01_metrics.ipynb #89d003d5
+# %% ../nbs/01_metrics.ipynb #b20bfe20
 _scratch = threading.local()
 
-def scratch(name: str, size: int) -> np.ndarray:
+def scratch(
+    name: str,  # which of the thread's buffers
+    size: int,  # elements needed
+) -> np.ndarray:  # float32 [size], a view of the buffer
     "A flat float32 buffer of at least `size` elements, one per thread, grown on demand and reused."
     buf = getattr(_scratch, name, None)
-    if buf is None or buf.size < size: buf = np.empty(max(size, 1), np.float32); setattr(_scratch, name, buf)
+    if buf is None or buf.size < size:
+        buf = np.empty(max(size, 1), np.float32)
+        setattr(_scratch, name, buf)
     return buf[:size]
 
-def run_tasks(tasks, work, num_threads: int, n_counters: int = 0) -> np.ndarray:
+# %% ../nbs/01_metrics.ipynb #837b1bef
+def _scratch_matmul(a: np.ndarray, b: np.ndarray, name: str) -> np.ndarray:
+    "`a @ b.T` in this thread's scratch buffer `name` (valid until the buffer's next use)."
+    return np.matmul(a, b.T, out=scratch(name, len(a) * len(b)).reshape(len(a), len(b)))
+
+# %% ../nbs/01_metrics.ipynb #89d003d5
+def run_tasks(
+    tasks,  # an iterable of tasks, taken in order
+    work,  # `work(task, counters)`, called on a worker thread
+    num_threads: int,  # worker threads
+    n_counters: int = 0,  # int64 counters per worker
+) -> np.ndarray:  # int64 [n_counters], the workers' counters summed
     "Run `work(task, counters)` for every task on `num_threads` threads; return the sum of their int64 counters."
     tasks, lock = iter(tasks), threading.Lock()
     counters = [np.zeros(n_counters, np.int64) for _ in range(num_threads)]
@@ -99,39 +146,66 @@ def run_tasks(tasks, work, num_threads: int, n_counters: int = 0) -> np.ndarray:
     return np.sum(counters, axis=0)
 
 # %% ../nbs/01_metrics.ipynb #cbbe1ee4
-def auto_block_size(n_query: int, n_gallery: int, num_threads: int = 1, budget_bytes: int = 256 * 2**20) -> int:
+def auto_block_size(
+    n_query: int,  # queries
+    n_gallery: int,  # gallery items
+    num_threads: int = 1,  # workers, each with a block of its own
+    budget_bytes: int = 256 * 2**20,  # memory for all the workers' blocks together
+) -> int:  # queries per block
     "Queries per block: one float32 block per worker within `budget_bytes` in all, and a block for every worker."
     per_worker = budget_bytes // (4 * n_gallery * num_threads)
     return int(max(1, min(-(-n_query // num_threads), per_worker)))
 
-def query_blocks(query: np.ndarray, gallery: np.ndarray, block_size: int, num_threads: int, kernel):
+# %% ../nbs/01_metrics.ipynb #c682c308
+def query_blocks(
+    query: np.ndarray,  # checked query features [Q, dim]
+    gallery: np.ndarray,  # checked gallery features [G, dim]
+    block_size: int,  # queries per block
+    num_threads: int,  # worker threads
+    kernel,  # `kernel(start, stop, sims)`, called once per block on a worker thread
+):
     "Call `kernel(start, stop, sims)` with `sims = query[start:stop] @ gallery.T` for every block, on worker threads."
     def work(start, _):
         stop = min(start + block_size, len(query))
-        sims = scratch("sims", (stop - start) * len(gallery)).reshape(stop - start, len(gallery))
-        kernel(start, stop, np.matmul(query[start:stop], gallery.T, out=sims))
+        kernel(start, stop, _scratch_matmul(query[start:stop], gallery, "sims"))
     run_tasks(range(0, len(query), block_size), work, num_threads)
 
 # %% ../nbs/01_metrics.ipynb #9625a4c8
-def check_block_size(block_size, n_query: int, n_gallery: int, num_threads: int = 1) -> int:
+def check_block_size(
+    block_size,  # queries per block, or None for `auto_block_size`
+    n_query: int,  # queries
+    n_gallery: int,  # gallery items
+    num_threads: int = 1,  # worker threads
+) -> int:  # queries per block
     "A user's `block_size` (None for `auto_block_size`), checked."
     if block_size is None: return auto_block_size(n_query, n_gallery, num_threads)
     return check_int(block_size, "block_size (or None)")
 
 # %% ../nbs/01_metrics.ipynb #b8f239c0
-def group_by_label(labels: np.ndarray) -> tuple:
-    "(sorted unique labels, offsets, indices): items with label `u[c]` are `indices[offsets[c]:offsets[c+1]]`, ascending."
+def group_by_label(
+    labels: np.ndarray,  # int64 label codes [n]
+) -> tuple:  # (unique labels, offsets [classes + 1], indices [n]), all int64
+    "(unique labels u, offsets, indices): label `u[c]`'s items are `indices[offsets[c]:offsets[c+1]]`, ascending."
     order = np.argsort(labels, kind="stable").astype(np.int64)
     uniq, counts = np.unique(labels[order], return_counts=True)
     return uniq.astype(np.int64), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), order
 
 # %% ../nbs/01_metrics.ipynb #4546f7df
-def zero_stats(n: int) -> dict:
+def zero_stats(
+    n: int,  # queries
+) -> dict:  # name -> zeros [n]: int64 counts and ranks, float64 precisions
     "The per-query arrays of `ranking_stats`, zeroed, in the order the kernels take them."
     out = {k: np.zeros(n, np.int64) for k in ("n_pos", "first_rank", "last_rank")}
     return out | {k: np.zeros(n, np.float64) for k in ("ap", "ap_at_r", "r_precision")}
 
-def blocked_stats(q, g, ql, gl, qi, gi, block_size: int, num_threads: int) -> dict:
+# %% ../nbs/01_metrics.ipynb #44d3c120
+def blocked_stats(
+    q, g,  # checked query and gallery features (`prepare`)
+    ql, gl,  # their int64 label codes
+    qi, gi,  # their int64 id codes, or None
+    block_size: int,  # queries per block
+    num_threads: int,  # worker threads
+) -> dict:  # the arrays of `ranking_stats`
     "Ranking statistics by blocks of queries against the whole gallery."
     ext, no_ids, by_label, out = compiled("_retrieval"), np.empty(0, np.int64), group_by_label(gl), zero_stats(len(q))
     def rank(start, stop, sims):
@@ -141,7 +215,10 @@ def blocked_stats(q, g, ql, gl, qi, gi, block_size: int, num_threads: int) -> di
     return out
 
 # %% ../nbs/01_metrics.ipynb #1ad688c3
-def class_layout(labels: np.ndarray, ids=None) -> tuple:
+def class_layout(
+    labels: np.ndarray,  # int64 label codes [n]
+    ids=None,  # int64 id codes [n], or None
+) -> tuple:  # (order, class_start, class_end, n_pos), int64 [n] each
     "(order, class_start, class_end, n_pos) of items sorted by label; n_pos leaves out same-id items."
     _, offsets, order = group_by_label(labels)
     cls = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
@@ -150,50 +227,97 @@ def class_layout(labels: np.ndarray, ids=None) -> tuple:
     _, inv, same = np.unique(np.stack([labels[order], ids[order]]), axis=1, return_inverse=True, return_counts=True)
     return order, start, end, (end - start - same[inv.ravel()]).astype(np.int64)
 
-# %% ../nbs/01_metrics.ipynb #31297205
-def symmetric_stats(x, labels, ids=None, tile_size: int = 512, num_threads: int = 1, max_pairs: int = 2**25):
-    "`ranking_stats` of `x` against itself from half the similarity matrix; None when positives exceed `max_pairs`."
-    ext, tile_size = compiled("_retrieval"), min(tile_size, len(x))
-    order, start, end, n_pos = class_layout(labels, ids)
-    offsets = np.concatenate([[0], np.cumsum(n_pos)]).astype(np.int64)
-    if offsets[-1] > max_pairs: return None
-    xs, ls, ids_s = x[order], labels[order], np.empty(0, np.int64) if ids is None else ids[order]
-    score, index, P = np.empty(offsets[-1], np.float32), np.empty(offsets[-1], np.int64), offsets[-1]
-    cuts = list(range(0, len(x), tile_size)) + [len(x)]
-    blocks = list(zip(cuts[:-1], cuts[1:]))
-    lowest = np.full(len(x), np.inf, np.float32)  # weakest positive score of each query
+# %% ../nbs/01_metrics.ipynb #2a2ff89b
+def symmetric_tasks(
+    n_blocks: int,  # blocks of items
+) -> list:  # ("band", k) and ("tile", i, j) tuples, in the order the workers take them
+    "The band of every block and the tiles above the diagonal, band j + 1 before the tiles of column j."
+    tasks = [("band", 0)]
+    for j in range(n_blocks):
+        if j + 1 < n_blocks: tasks.append(("band", j + 1))
+        tasks += [("tile", i, j) for i in range(j)]
+    return tasks
 
-    ready = [threading.Event() for _ in blocks]  # block k's lowest[] is known
+# %% ../nbs/01_metrics.ipynb #92f7f765
+class _SymmetricPass:
+    "The state that the worker threads of `symmetric_stats` share."
+    def __init__(self, x, labels, ids, layout: tuple, tile_size: int):
+        self.order, self.start, self.end, self.n_pos = layout
+        self.offsets = np.concatenate([[0], np.cumsum(self.n_pos)]).astype(np.int64)
+        self.xs, self.labels = x[self.order], labels[self.order]
+        self.ids = np.empty(0, np.int64) if ids is None else ids[self.order]
+        self.score, self.index = np.empty(self.offsets[-1], np.float32), np.empty(self.offsets[-1], np.int64)
+        cuts = list(range(0, len(x), tile_size)) + [len(x)]
+        self.blocks = list(zip(cuts[:-1], cuts[1:]))
+        self.lowest = np.full(len(x), np.inf, np.float32)  # weakest positive score of each query
+        self.ready = [threading.Event() for _ in self.blocks]  # block k's lowest[] is known
+        self.ext = compiled("_retrieval")
 
-    def band(k, diff):  # block k's positives from its band, then the band's diagonal tile
-        (r0, r1), c0, c1 = blocks[k], start[blocks[k][0]], end[blocks[k][1] - 1]
-        try:
-            sims = np.matmul(xs[r0:r1], xs[c0:c1].T, out=scratch("band", (r1 - r0) * (c1 - c0)).reshape(r1 - r0, c1 - c0))
-            ext.collect_positives_block(sims, r0, c0, start, end, ids_s, order, offsets, score, index)
-            has = n_pos[r0:r1] > 0
-            lowest[r0:r1][has] = score[offsets[r0 + 1:r1 + 1][has] - 1]
-        finally: ready[k].set()  # even on an error, so that no other thread waits forever; run_tasks re-raises it
-        ext.count_tile_block(sims[:, r0 - c0:r1 - c0], r0, r0, True, ls, order, lowest, offsets, score, index, diff)
+    def _count(self, sims, r0: int, c0: int, diagonal: bool, diff: np.ndarray):
+        "Count what lands before each query's positives in the tile `sims` at rows r0, columns c0 (both ways)."
+        self.ext.count_tile_block(sims, r0, c0, diagonal, self.labels, self.order, self.lowest, self.offsets,
+                                  self.score, self.index, diff)
 
-    def tile(i, j, diff):  # tile (i, j) above the diagonal, counted both ways once both blocks are ready
-        (r0, r1), (c0, c1) = blocks[i], blocks[j]
-        sims = np.matmul(xs[r0:r1], xs[c0:c1].T, out=scratch("tile", (r1 - r0) * (c1 - c0)).reshape(r1 - r0, c1 - c0))
-        ready[i].wait(); ready[j].wait()
-        ext.count_tile_block(sims, r0, c0, False, ls, order, lowest, offsets, score, index, diff)
+# %% ../nbs/01_metrics.ipynb #293c1408
+@patch
+def band(self: _SymmetricPass, k: int, diff: np.ndarray):
+    "Block `k`'s positives from the band of columns of its classes, then the counts of its diagonal tile."
+    (r0, r1), c0, c1 = self.blocks[k], self.start[self.blocks[k][0]], self.end[self.blocks[k][1] - 1]
+    try:
+        sims = _scratch_matmul(self.xs[r0:r1], self.xs[c0:c1], "band")
+        self.ext.collect_positives_block(sims, r0, c0, self.start, self.end, self.ids, self.order, self.offsets,
+                                         self.score, self.index)
+        has = self.n_pos[r0:r1] > 0
+        self.lowest[r0:r1][has] = self.score[self.offsets[r0 + 1:r1 + 1][has] - 1]
+    finally:
+        self.ready[k].set()  # even on an error, so that no other thread waits forever; run_tasks re-raises it
+    self._count(sims[:, r0 - c0:r1 - c0], r0, r0, True, diff)
 
-    # Band j + 1 is handed out before the tiles of column j, so a tile rarely waits for the band it needs, and
-    # never for one that no thread has taken.
-    nb = len(blocks)
-    tasks = [(band, 0)] + [t for j in range(nb) for t in [(band, j + 1)] * (j + 1 < nb) + [(tile, i, j) for i in range(j)]]
-    diff = run_tasks(tasks, lambda task, diff: task[0](*task[1:], diff), num_threads, P)
-    sorted_out = zero_stats(len(x))
-    ext.finish_symmetric_stats(offsets, score, index, diff, *sorted_out.values())
+# %% ../nbs/01_metrics.ipynb #5510eb32
+@patch
+def tile(self: _SymmetricPass, i: int, j: int, diff: np.ndarray):
+    "Tile (i, j) above the diagonal, counted both ways once the bands of blocks i and j are done."
+    (r0, r1), (c0, c1) = self.blocks[i], self.blocks[j]
+    sims = _scratch_matmul(self.xs[r0:r1], self.xs[c0:c1], "tile")
+    self.ready[i].wait()
+    self.ready[j].wait()
+    self._count(sims, r0, c0, False, diff)
+
+# %% ../nbs/01_metrics.ipynb #41dcc883
+@patch
+def finish(self: _SymmetricPass, diff: np.ndarray) -> dict:
+    "The arrays of `ranking_stats` from the summed counts `diff`, in the caller's order of the items."
+    sorted_out = zero_stats(len(self.order))
+    self.ext.finish_symmetric_stats(self.offsets, self.score, self.index, diff, *sorted_out.values())
     out = {k: np.empty_like(v) for k, v in sorted_out.items()}
-    for k, v in sorted_out.items(): out[k][order] = v
+    for k, v in sorted_out.items(): out[k][self.order] = v
     return out
 
+# %% ../nbs/01_metrics.ipynb #31297205
+def symmetric_stats(
+    x: np.ndarray,  # checked features [n, dim], the queries and the gallery
+    labels: np.ndarray,  # int64 label codes [n]
+    ids: np.ndarray = None,  # int64 id codes [n], or None
+    tile_size: int = 512,  # items per block
+    num_threads: int = 1,  # worker threads
+    max_pairs: int = 2**25,  # most positive pairs held in memory at once
+) -> dict:  # the arrays of `ranking_stats`, or None above `max_pairs`
+    "`ranking_stats` of `x` against itself from half the similarity matrix; None when positives exceed `max_pairs`."
+    layout = class_layout(labels, ids)
+    if layout[3].sum() > max_pairs: return None
+    run = _SymmetricPass(x, labels, ids, layout, min(tile_size, len(x)))
+    diff = run_tasks(symmetric_tasks(len(run.blocks)), lambda task, diff: getattr(run, task[0])(*task[1:], diff),
+                     num_threads, len(run.score))
+    return run.finish(diff)
+
 # %% ../nbs/01_metrics.ipynb #c9185c29
-def stats_of_prepared(q, g, ql, gl, qi, gi, block_size=None, num_threads=None) -> dict:
+def stats_of_prepared(
+    q, g,  # checked query and gallery features (`prepare`)
+    ql, gl,  # their int64 label codes
+    qi, gi,  # their int64 id codes, or None
+    block_size=None,  # queries per block (tiles of the symmetric path); None: automatic
+    num_threads=None,  # worker threads; None: the cores this process may use
+) -> dict:  # the arrays of `ranking_stats`
     "`ranking_stats` of inputs already checked by `prepare`: the symmetric path when query == gallery."
     if ql is None: raise ValueError("query_labels and gallery_labels are required")
     nt = resolve_num_threads(num_threads)
@@ -202,8 +326,18 @@ def stats_of_prepared(q, g, ql, gl, qi, gi, block_size=None, num_threads=None) -
         if out is not None: return out
     return blocked_stats(q, g, ql, gl, qi, gi, check_block_size(block_size, len(q), len(g), nt), nt)
 
-def ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
-                  normalize: bool = True, block_size: int = None, num_threads: int = None) -> dict:
+# %% ../nbs/01_metrics.ipynb #597e4110
+def ranking_stats(
+    query,  # query features [Q, dim]
+    gallery,  # gallery features [G, dim]; `query` itself for query set == gallery set
+    query_labels,  # [Q] (or [Q, 1]): integers or other comparable values
+    gallery_labels,  # [G]
+    query_ids=None,  # [Q], with `gallery_ids`: items with the query's label and id are left out
+    gallery_ids=None,  # [G], e.g. unique image ids or camera ids
+    normalize: bool = True,  # L2-normalise the features (cosine similarity)
+    block_size: int = None,  # queries per block; None: automatic
+    num_threads: int = None,  # worker threads; None: the cores this process may use
+) -> dict:  # per-query arrays
     "Per-query arrays `n_pos`, `first_rank`, `last_rank` (int64, 0 without positives), `ap`, `ap_at_r`, `r_precision`."
     prepared = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
     return stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads)
@@ -216,21 +350,44 @@ PER_QUERY_METRICS = {  # metric name -> its per-query value, from the arrays of 
     "mINP": lambda s: s["n_pos"] / np.maximum(s["last_rank"], 1),
 }
 
-def check_topk(topk, n_gallery: int) -> tuple:
+# %% ../nbs/01_metrics.ipynb #4e45bab7
+def check_metrics(
+    metrics,  # one metric name or several: "recall" or a key of `PER_QUERY_METRICS`
+) -> tuple:  # the names
+    "`metrics` as a tuple of known metric names."
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    unknown = [m for m in metrics if m != "recall" and m not in PER_QUERY_METRICS]
+    if unknown: raise ValueError(f"unknown metric(s) {unknown}; choose from {['recall', *PER_QUERY_METRICS]}")
+    return metrics
+
+# %% ../nbs/01_metrics.ipynb #1f06c818
+def check_topk(
+    topk,  # one k or several
+    n_gallery: int,  # gallery items: the largest k
+) -> tuple:  # the ks as ints
     "`topk` as a tuple of ints in 1..n_gallery."
     ks = (topk,) if isinstance(topk, (int, np.integer)) else tuple(topk)
-    if not ks or any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_gallery for k in ks):
+    if not ks or any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_gallery
+                     for k in ks):
         raise ValueError(f"topk must be integers from 1 to the gallery size ({n_gallery}), got {topk!r}")
     return tuple(int(k) for k in ks)
 
 # %% ../nbs/01_metrics.ipynb #8dbfe5f9
-def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
-                      topk=(1, 5), metrics=("recall", "mAP"), normalize: bool = True,
-                      block_size: int = None, num_threads: int = None) -> dict:
-    "Retrieval metrics of `query` against `gallery`: `recall{k}` for k in `topk`, `mAP`, and optionally `mAP@R`, `r_precision`, `mINP`."
-    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
-    unknown = [m for m in metrics if m != "recall" and m not in PER_QUERY_METRICS]
-    if unknown: raise ValueError(f"unknown metric(s) {unknown}; choose from {['recall', *PER_QUERY_METRICS]}")
+def retrieval_metrics(
+    query,  # query features [Q, dim]
+    gallery,  # gallery features [G, dim]; `query` itself for query == gallery
+    query_labels,  # [Q] (or [Q, 1]), any comparable values
+    gallery_labels,  # [G]
+    query_ids=None,  # [Q]: see `ranking_stats`
+    gallery_ids=None,  # [G]
+    topk=(1, 5),  # the k of each `recall{k}`
+    metrics=("recall", "mAP"),  # also "mAP@R", "r_precision", "mINP"
+    normalize: bool = True,  # L2-normalise the features (cosine similarity)
+    block_size: int = None,  # queries per block; None: automatic
+    num_threads: int = None,  # worker threads; None: the cores this process may use
+) -> dict:  # metric -> value, and `num_queries`, `num_skipped_queries`
+    "Metrics of `query` against `gallery`: `recall{k}` (k in `topk`), `mAP`; also `mAP@R`, `r_precision`, `mINP`."
+    metrics = check_metrics(metrics)
     prepared = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
     ks = check_topk(topk, len(prepared[1])) if "recall" in metrics else ()
     s = stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads)
@@ -244,8 +401,16 @@ def retrieval_metrics(query, gallery, query_labels, gallery_labels, query_ids=No
     return out | {"num_queries": len(valid), "num_skipped_queries": int((~valid).sum())}
 
 # %% ../nbs/01_metrics.ipynb #6b9b4a7a
-def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: bool = True,
-        block_size: int = None, num_threads: int = None) -> tuple:
+def knn(
+    query,  # query features [Q, dim]
+    gallery,  # gallery features [G, dim]
+    k: int,  # neighbours per query, 1 to G
+    query_ids=None,  # [Q], with `gallery_ids`: gallery items with the query's id are left out
+    gallery_ids=None,  # [G]
+    normalize: bool = True,  # L2-normalise the features (cosine similarity)
+    block_size: int = None,  # queries per block; None: automatic
+    num_threads: int = None,  # worker threads; None: the cores this process may use
+) -> tuple:  # (scores [Q, k] float32, indices [Q, k] int64)
     "Exact top-`k` gallery items of every query: (scores [Q, k] float32, indices [Q, k] int64), best first."
     q, g, _, _, qi, gi = prepare(query, gallery, None, None, query_ids, gallery_ids, normalize)
     k = check_topk(k, len(g))
@@ -260,8 +425,15 @@ def knn(query, gallery, k: int, query_ids=None, gallery_ids=None, normalize: boo
     return scores, index
 
 # %% ../nbs/01_metrics.ipynb #609bf2ce
-def reference_ranking_stats(query, gallery, query_labels, gallery_labels, query_ids=None, gallery_ids=None,
-                            normalize: bool = True) -> dict:
+def reference_ranking_stats(
+    query,  # query features [Q, dim]
+    gallery,  # gallery features [G, dim]
+    query_labels,  # [Q]
+    gallery_labels,  # [G]
+    query_ids=None,  # [Q], with `gallery_ids`, or None
+    gallery_ids=None,  # [G]
+    normalize: bool = True,  # L2-normalise the features
+) -> dict:  # the arrays of `ranking_stats`
     "Plain NumPy oracle for `ranking_stats`: full similarity matrix and a stable sort of each row."
     q, g, ql, gl, qi, gi = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
     sims, out = q @ g.T, {k: [] for k in ("n_pos", "first_rank", "last_rank", "ap", "ap_at_r", "r_precision")}
@@ -273,4 +445,5 @@ def reference_ranking_stats(query, gallery, query_labels, gallery_labels, query_
         for key, v in zip(out, (R, ranks[0] if R else 0, ranks[-1] if R else 0, prec.mean() if R else 0.0,
                                 prec[ranks <= R].sum() / R if R else 0.0, (ranks <= R).mean() if R else 0.0)):
             out[key].append(v)
-    return {k: np.array(v, np.int64 if k in ("n_pos", "first_rank", "last_rank") else np.float64) for k, v in out.items()}
+    return {k: np.array(v, np.int64 if k in ("n_pos", "first_rank", "last_rank") else np.float64)
+            for k, v in out.items()}

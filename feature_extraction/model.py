@@ -6,15 +6,16 @@
 __all__ = ['MODELS', 'ARCH_KEYS', 'MODEL_PREFIXES', 'check_width', 'RecModel', 'build_model', 'load_weights', 'save_weights']
 
 # %% ../nbs/04_model.ipynb #add0ca7b
-import os
-import tempfile
+import io
 from pathlib import Path
 
+from fastcore.basics import patch
+
+from .core import Registry, check_keys, write_atomic  # before Paddle: see 00_core
 import paddle
 import paddle.nn as nn
 
-from .core import Registry
-from .backbone import BACKBONES, read_weights, load_state, reparameterized, layer_table
+from .backbone import BACKBONES, read_weights, load_state
 from .heads import NECKS, HEADS
 
 # %% ../nbs/04_model.ipynb #e6eb54bf
@@ -22,13 +23,19 @@ MODELS = Registry("architecture")
 
 def _section(name: str, build):
     "Run `build()`, prefixing any config error with the config path `Arch.<name>`."
-    try: return build()
+    try:
+        return build()
     except (KeyError, ValueError, TypeError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         raise ValueError(f"Arch.{name}: {msg}") from e
 
 # %% ../nbs/04_model.ipynb #0bef5920
-def check_width(config: dict, key: str, expected: int, source: str, section: str):
+def check_width(config: dict, # A config section, such as `Arch.Neck`
+                key: str, # Its key that holds a width, such as `num_features`
+                expected: int, # The width `source` produces
+                source: str, # What produces the input, for the message: "the backbone ...", "the neck"
+                section: str, # Name of the section under `Arch`, for the message
+               ):
     "Fail with the config path when `config[key]` is not the `expected` width that `source` produces."
     if key in config and config[key] != expected:
         raise ValueError(f"Arch.{section}.{key} is {config[key]} but {source} gives {expected} features: "
@@ -38,15 +45,26 @@ def check_width(config: dict, key: str, expected: int, source: str, section: str
 @MODELS.register
 class RecModel(nn.Layer):
     "Backbone, optional neck, optional head; `forward(x, label)` returns `backbone`, `neck`, `features`, `logits`."
-    def __init__(self, backbone: nn.Layer, neck: nn.Layer = None, head: nn.Layer = None,
-                 head_feature_from: str = "neck", infer_output_key: str = "features", infer_add_softmax: bool = False):
+    def __init__(self,
+                 backbone: nn.Layer, # Images [B, 3, H, W] -> features [B, C]
+                 neck: nn.Layer = None, # Backbone features -> the embedding; None: the backbone's features are it
+                 head: nn.Layer = None, # (features, label) -> logits; None: no logits
+                 head_feature_from: str = "neck", # What the head reads: 'neck' (the embedding) or 'backbone'
+                 infer_output_key: str = "features", # The output export keeps (PaddleClas's key)
+                 infer_add_softmax: bool = False, # Whether export adds a softmax (PaddleClas's key)
+                ):
         super().__init__()
         if head_feature_from not in ("neck", "backbone"):
             raise ValueError(f"head_feature_from must be 'neck' or 'backbone', got {head_feature_from!r}")
         self.backbone, self.neck, self.head = backbone, neck, head
-        self.head_feature_from, self.infer_output_key, self.infer_add_softmax = head_feature_from, infer_output_key, infer_add_softmax
+        self.head_feature_from = head_feature_from
+        self.infer_output_key, self.infer_add_softmax = infer_output_key, infer_add_softmax
 
-    def forward(self, x, label=None) -> dict:
+    def forward(self,
+                x, # Images [B, 3, H, W]
+                label=None, # Labels [B] or [B, 1], for a margin head in training
+               ) -> dict:
+        "Every stage's output: `backbone`, `neck` (None without one), `features` and `logits` (None without a head)."
         out = {"backbone": self.backbone(x)}
         out["neck"] = self.neck(out["backbone"]) if self.neck is not None else None
         out["features"] = out["neck"] if self.neck is not None else out["backbone"]
@@ -55,12 +73,15 @@ class RecModel(nn.Layer):
         return out
 
 # %% ../nbs/04_model.ipynb #af65a8a8
-ARCH_KEYS = ("Backbone", "BackboneStopLayer", "Neck", "Head", "head_feature_from", "infer_output_key", "infer_add_softmax")
+ARCH_KEYS = ("Backbone", "BackboneStopLayer", "Neck", "Head",  # the last three go to `RecModel` as they are
+             "head_feature_from", "infer_output_key", "infer_add_softmax")
 
-@classmethod
-def _rec_from_config(cls, arch: dict):
-    unknown = [k for k in arch if k not in ARCH_KEYS]
-    if unknown: raise ValueError(f"Arch: unknown key(s) {unknown}; known: {', '.join(ARCH_KEYS)}")
+@patch(cls_method=True)
+def from_config(cls: RecModel,
+                arch: dict, # An `Arch` config section without its `name`
+               ):
+    "The model of an `Arch` section, its widths checked before anything runs."
+    check_keys(arch, ARCH_KEYS, "Arch")
     if "Backbone" not in arch: raise ValueError("Arch.Backbone is required")
     backbone = _section("Backbone", lambda: BACKBONES.build(arch["Backbone"]))
     if arch.get("BackboneStopLayer"):
@@ -77,31 +98,36 @@ def _rec_from_config(cls, arch: dict):
         head = _section("Head", lambda: HEADS.build(arch["Head"]))
     return cls(backbone, neck, head, **{k: arch[k] for k in ARCH_KEYS[4:] if k in arch})
 
-RecModel.from_config = _rec_from_config
-
 # %% ../nbs/04_model.ipynb #6be30440
-def build_model(arch: dict) -> RecModel:
-    "The model of a PaddleClas `Arch` config section (`name: RecModel`, `Backbone`, `Neck`, `Head`, ...)."
-    if not isinstance(arch, dict) or "name" not in arch: raise ValueError("Arch needs a 'name' key, e.g. name: RecModel")
-    return _section("name", lambda: MODELS.get(arch["name"])).from_config({k: v for k, v in arch.items() if k != "name"})
+def build_model(arch: dict, # A PaddleClas `Arch` section: `name: RecModel`, `Backbone`, `Neck`, `Head`, ...
+               ) -> RecModel:
+    "The model of a PaddleClas `Arch` config section."
+    if not isinstance(arch, dict) or "name" not in arch:
+        raise ValueError("Arch needs a 'name' key, e.g. name: RecModel")
+    model_class = _section("name", lambda: MODELS.get(arch["name"]))
+    return model_class.from_config({k: v for k, v in arch.items() if k != "name"})
 
 # %% ../nbs/04_model.ipynb #f81d2ebd
 MODEL_PREFIXES = ("backbone.", "neck.", "head.")
 
-def load_weights(model: RecModel, path) -> dict:
-    "Load a whole-model or backbone-only `.pdparams` into `model`; returns loaded/missing/unexpected/mismatched key lists."
+def load_weights(model: RecModel, # The model to load into
+                 path, # A `.pdparams` file (the suffix may be left out, as PaddleClas does)
+                ) -> dict:
+    "Load a whole-model or backbone-only `.pdparams` into `model`; returns loaded/missing/unexpected/mismatched keys."
     state, path = read_weights(path)
     if any(k.startswith(MODEL_PREFIXES) for k in state): return load_state(model, state, f"weights {path.name}")
     report = load_state(model.backbone, state, f"backbone weights {path.name}")  # an ImageNet checkpoint
     report = {k: [f"backbone.{n}" for n in v] for k, v in report.items()}
-    report["missing"] += sorted(k for k in model.state_dict() if not k.startswith("backbone."))  # neck and head stay as built
+    # the neck and the head stay as built
+    report["missing"] += sorted(k for k in model.state_dict() if not k.startswith("backbone."))
     return report
 
-def save_weights(model: nn.Layer, path) -> Path:
-    "Write `model`'s state dict to `path` (`.pdparams` added if missing) through a temporary file and a rename."
+# %% ../nbs/04_model.ipynb #ea96dac9
+def save_weights(model: nn.Layer, # The model whose `state_dict` is saved
+                 path, # Where to write; `.pdparams` is added if missing
+                ) -> Path:
+    "Write `model`'s state dict to `path` (`.pdparams` added if missing), all at once; returns the path."
     path = Path(path if str(path).endswith(".pdparams") else f"{path}.pdparams")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"); os.close(fd)
-    try: paddle.save(model.state_dict(), tmp); os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-    return path
+    buffer = io.BytesIO()
+    paddle.save(model.state_dict(), buffer)
+    return write_atomic(path, lambda f: f.write(buffer.getbuffer()))

@@ -9,53 +9,67 @@ __all__ = ['PALETTE', 'ROW_PITCH', 'QUERY_COLOUR', 'RIGHT_COLOUR', 'WRONG_COLOUR
 
 # %% ../nbs/15_plots.ipynb #bdc60404
 import base64
-import html
 import json
+from html import escape
 from pathlib import Path
 
 import cv2
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
+from fastcore.basics import patch
 from plotly.subplots import make_subplots
 
+from .core import write_atomic
 from .data import load_image
 from .gallery import threshold_curve
-from .inference import write_atomic
 
 # %% ../nbs/15_plots.ipynb #bfa233e4
-def thumbnail(image, size: int = 96) -> bytes:
-    "PNG bytes of `image` (a path, or an RGB uint8 array [H, W, 3]) shrunk so its longer side is at most `size`."
+def thumbnail(image, # A path (read with `data.load_image`), or an RGB uint8 array [H, W, 3]
+              size: int = 96, # Longest side of the thumbnail, in pixels; a smaller image is not enlarged
+             ) -> bytes:
+    "PNG bytes of `image` shrunk so its longer side is at most `size`."
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an RGB uint8 array [H, W, 3], got {image.dtype} {list(image.shape)}")
-    else: image = load_image(str(image), reduce_to=(size, size))  # errors name the file; big JPEGs decode small
+    else:
+        image = load_image(str(image), reduce_to=(size, size))  # errors name the file; big JPEGs decode small
     bgr = np.ascontiguousarray(image[..., ::-1])
     scale = size / max(bgr.shape[:2])
-    if scale < 1: bgr = cv2.resize(bgr, (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    if scale < 1:
+        width, height = max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale))
+        bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
     return cv2.imencode(".png", bgr)[1].tobytes()
 
-def image_uri(image, size: int = 96) -> str:
+# %% ../nbs/15_plots.ipynb #2bf608c6
+def image_uri(image, # A path or an RGB uint8 array, as for `thumbnail`
+              size: int = 96, # Longest side of the thumbnail, in pixels
+             ) -> str:
     "`thumbnail` as a `data:image/png;base64,...` URI, for HTML and plotly layout images."
     return "data:image/png;base64," + base64.b64encode(thumbnail(image, size)).decode("ascii")
 
 # %% ../nbs/15_plots.ipynb #6d9b5cfc
-def read_history(path) -> dict:
-    "The records of a `history.jsonl` (a file or the training output folder) by kind: `{'train': [...], 'eval': [...]}`."
+def read_history(path, # A `history.jsonl`, or the training output folder that holds it
+                ) -> dict:
+    "The records of a training history by kind: `{'train': [...], 'eval': [...]}`."
     path = Path(path)
     if path.is_dir(): path = path / "history.jsonl"
     out = {"train": [], "eval": []}
     for line in path.read_text(encoding="utf-8").splitlines():
-        try: rec = json.loads(line)
-        except json.JSONDecodeError: continue  # the last line of a run killed mid-write
-        out.setdefault(rec.get("kind", "other"), []).append(rec)
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the last line of a run killed mid-write
+            continue
+        out.setdefault(record.get("kind", "other"), []).append(record)
     return out
 
 # %% ../nbs/15_plots.ipynb #0f445486
-def training_curves(history: dict) -> go.Figure:
-    "Loss parts (left axis) and learning rate (right axis) per iteration, from `read_history`."
+def training_curves(history: dict, # What `read_history` returns
+                   ) -> go.Figure:
+    "Loss parts (left axis) and learning rate (right axis) per iteration."
     train = history["train"]
-    if not train: raise ValueError("the history has no training records: was print_batch_step larger than the run?")
+    if not train:
+        raise ValueError("the history has no training records: was print_batch_step larger than the run?")
     skip = {"kind", "epoch", "iteration", "step", "time", "lr", "images_per_s"}
     parts = [k for k in train[0] if k not in skip]
     fig = make_subplots(specs=[[{"secondary_y": True}]])
@@ -65,47 +79,63 @@ def training_curves(history: dict) -> go.Figure:
     fig.add_trace(go.Scatter(x=steps, y=[r["lr"] for r in train], name="learning rate", mode="lines",
                              line=dict(dash="dot", color="grey")), secondary_y=True)
     fig.update_layout(title="Training loss and learning rate", xaxis_title="iteration", hovermode="x unified")
-    fig.update_yaxes(title_text="loss", secondary_y=False).update_yaxes(title_text="learning rate", secondary_y=True)
-    return fig
+    fig.update_yaxes(title_text="loss", secondary_y=False)
+    return fig.update_yaxes(title_text="learning rate", secondary_y=True)
 
 # %% ../nbs/15_plots.ipynb #c9a9e281
-def recall_over_epochs(history: dict, metrics=("recall1", "recall5", "mAP")) -> go.Figure:
-    "Retrieval metrics at each evaluation of a training run, from `read_history`; epoch 0 is before training."
-    ev = history["eval"]
-    if not ev: raise ValueError("the history has no evaluations: set Global.eval_during_train and Global.eval_interval")
-    x = [r["epoch"] if r["iteration"] > 0 else r["epoch"] - 1 for r in ev]
-    fig = go.Figure([go.Scatter(x=x, y=[r.get(m) for r in ev], name=m, mode="lines+markers") for m in metrics if m in ev[0]])
+def recall_over_epochs(history: dict, # What `read_history` returns
+                       metrics=("recall1", "recall5", "mAP"), # The metrics to draw, of those the evaluations hold
+                      ) -> go.Figure:
+    "Retrieval metrics at each evaluation of a training run; epoch 0 is before training."
+    evals = history["eval"]
+    if not evals:
+        raise ValueError("the history has no evaluations: set Global.eval_during_train and Global.eval_interval")
+    x = [r["epoch"] if r["iteration"] > 0 else r["epoch"] - 1 for r in evals]
+    fig = go.Figure([go.Scatter(x=x, y=[r.get(m) for r in evals], name=m, mode="lines+markers")
+                     for m in metrics if m in evals[0]])
     return fig.update_layout(title="Retrieval quality during training", xaxis_title="epoch", yaxis_title="value",
                              yaxis_rangemode="tozero", hovermode="x unified")
 
 # %% ../nbs/15_plots.ipynb #00226ccc
-def recall_at_k(curves: dict, max_k: int = 10) -> go.Figure:
-    "Recall@k for k = 1..`max_k`, one line per entry of `curves` (a name -> `retrieval_metrics` result with recall1..recall`max_k`)."
+def recall_at_k(curves: dict, # Name -> a `retrieval_metrics` result with recall1..recall`max_k`
+                max_k: int = 10, # The largest k drawn
+               ) -> go.Figure:
+    "Recall@k for k = 1..`max_k`, one line per entry of `curves`."
     ks = list(range(1, max_k + 1))
     fig = go.Figure()
-    for name, m in curves.items():
-        missing = [k for k in ks if f"recall{k}" not in m]
-        if missing: raise ValueError(f"{name}: compute the metrics with topk=range(1, {max_k + 1}); recall{missing[0]} is missing")
-        fig.add_trace(go.Scatter(x=ks, y=[m[f"recall{k}"] for k in ks], name=name, mode="lines+markers"))
+    for name, metrics in curves.items():
+        missing = [k for k in ks if f"recall{k}" not in metrics]
+        if missing:
+            raise ValueError(f"{name}: compute the metrics with topk=range(1, {max_k + 1}); "
+                             f"recall{missing[0]} is missing")
+        fig.add_trace(go.Scatter(x=ks, y=[metrics[f"recall{k}"] for k in ks], name=name, mode="lines+markers"))
     return fig.update_layout(title="Recall@k", xaxis_title="k", yaxis_title="recall@k", xaxis_dtick=1,
                              yaxis_range=[0, 1], hovermode="x unified")
 
 # %% ../nbs/15_plots.ipynb #e5da2988
-def precision_recall(scores, right, answerable: int, threshold: float = None) -> go.Figure:
-    "Precision-recall curve of top-1 search answers (`scores`, `right`) over score thresholds, with `threshold` marked."
-    t, p, r = threshold_curve(scores, right, answerable)
-    fig = go.Figure(go.Scatter(x=r, y=p, mode="lines", name="answers", customdata=t,
-                               hovertemplate="threshold %{customdata:.3f}<br>recall %{x:.3f}<br>precision %{y:.3f}<extra></extra>"))
+def precision_recall(scores, # Score of each query's top answer
+                     right, # Whether that answer is right, per query
+                     answerable: int, # How many queries have a right answer in the gallery
+                     threshold: float = None, # A score threshold to mark, such as `Gallery.calibrate`'s
+                    ) -> go.Figure:
+    "Precision-recall curve of top-1 search answers over score thresholds, with `threshold` marked."
+    thresholds, precision, recall = threshold_curve(scores, right, answerable)
+    hover = "threshold %{customdata:.3f}<br>recall %{x:.3f}<br>precision %{y:.3f}<extra></extra>"
+    fig = go.Figure(go.Scatter(x=recall, y=precision, mode="lines", name="answers", customdata=thresholds,
+                               hovertemplate=hover))
     if threshold is not None:
-        i = int(np.flatnonzero(t >= threshold)[-1]) if (t >= threshold).any() else 0
-        fig.add_trace(go.Scatter(x=[r[i]], y=[p[i]], mode="markers+text", name=f"threshold {threshold:.3f}",
-                                 marker=dict(size=12, symbol="x"), text=[f"threshold {threshold:.3f}"], textposition="top right"))
+        i = int(np.flatnonzero(thresholds >= threshold)[-1]) if (thresholds >= threshold).any() else 0
+        name = f"threshold {threshold:.3f}"
+        fig.add_trace(go.Scatter(x=[recall[i]], y=[precision[i]], mode="markers+text", name=name,
+                                 marker=dict(size=12, symbol="x"), text=[name], textposition="top right"))
     return fig.update_layout(title="Precision and recall of search answers over the score threshold",
-                             xaxis_title="recall", yaxis_title="precision", xaxis_range=[0, 1.02], yaxis_range=[0, 1.05])
+                             xaxis_title="recall", yaxis_title="precision", xaxis_range=[0, 1.02],
+                             yaxis_range=[0, 1.05])
 
 # %% ../nbs/15_plots.ipynb #8c33f01c
-def pca_2d(features) -> np.ndarray:
-    "The first two principal components of `features` [N, D], as float32 [N, 2]."
+def pca_2d(features, # Features [N, D], N >= 2
+          ) -> np.ndarray:
+    "The first two principal components of `features`, as float32 [N, 2]."
     x = np.asarray(features, np.float64)
     if x.ndim != 2 or len(x) < 2: raise ValueError(f"expected features [N >= 2, D], got shape {list(x.shape)}")
     x = x - x.mean(0)
@@ -114,107 +144,177 @@ def pca_2d(features) -> np.ndarray:
     out *= np.where(out[np.abs(out).argmax(0), [0, 1]] < 0, -1, 1)  # a fixed sign: the same picture on every run
     return np.pad(out, ((0, 0), (0, 2 - out.shape[1]))).astype(np.float32)
 
-# %% ../nbs/15_plots.ipynb #b6e7e133
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+# %% ../nbs/15_plots.ipynb #b9ee826b
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
 
-def projection(features, labels, names=None, images=None, thumbnail_size: int = 96) -> go.Figure:
-    "PCA of `features` coloured by `labels`; hover shows the class (`names`: label -> text) and, in reports, the image."
-    xy, labels = pca_2d(features), np.asarray(labels)
-    classes = {c: i for i, c in enumerate(dict.fromkeys(labels.tolist()))}
-    text = [str(names[l]) if names is not None else str(l) for l in labels.tolist()]
+# %% ../nbs/15_plots.ipynb #b6e7e133
+def projection(features, # Features [N, D]
+               labels, # Class of each row, for its colour and marker
+               names=None, # Label -> text shown on hover; default the label itself
+               images=None, # Image of each row (paths or RGB arrays), shown on hover in reports
+               thumbnail_size: int = 96, # Longest side of those images, in pixels
+              ) -> go.Figure:
+    "PCA of `features` coloured by `labels`; hover shows the class and, in reports, the image."
+    xy, labels = pca_2d(features), np.asarray(labels).tolist()
+    classes = {c: i for i, c in enumerate(dict.fromkeys(labels))}
+    text = [str(names[label]) if names is not None else str(label) for label in labels]
     hover = [f"{t}<br>{Path(str(p)).name}" for t, p in zip(text, images)] if images is not None else text
+    marker = dict(size=7, color=[PALETTE[classes[label] % len(PALETTE)] for label in labels],
+                  symbol=[classes[label] // len(PALETTE) % 4 for label in labels])
     trace = go.Scatter(x=xy[:, 0], y=xy[:, 1], mode="markers", text=hover, hovertemplate="%{text}<extra></extra>",
-                       marker=dict(size=7, color=[PALETTE[classes[l] % len(PALETTE)] for l in labels.tolist()],
-                                   symbol=[classes[l] // len(PALETTE) % 4 for l in labels.tolist()]))
+                       marker=marker)
     if images is not None:
         trace.customdata = [image_uri(p, thumbnail_size) for p in images]
         trace.meta = "hover-images"  # HOVER_IMAGES_JS shows customdata as an image next to the cursor
-    return go.Figure(trace).update_layout(title=f"Test features, PCA to 2-D ({len(classes)} classes)", showlegend=False,
-                                          xaxis_title="component 1", yaxis_title="component 2", hovermode="closest")
+    title = f"Test features, PCA to 2-D ({len(classes)} classes)"
+    return go.Figure(trace).update_layout(title=title, showlegend=False, xaxis_title="component 1",
+                                          yaxis_title="component 2", hovermode="closest")
 
 # %% ../nbs/15_plots.ipynb #768cee78
 ROW_PITCH = 1.35  # of retrieval_grid, in image heights
-QUERY_COLOUR, RIGHT_COLOUR, WRONG_COLOUR = "#444", "#2ca02c", "#d62728"  # frames of queries and of right and wrong answers
+QUERY_COLOUR, RIGHT_COLOUR, WRONG_COLOUR = "#444", "#2ca02c", "#d62728"  # frames of queries, right and wrong answers
 
-def retrieval_grid(query_images, query_labels, results, k: int = 5, thumbnail_size: int = 96) -> go.Figure:
-    "Each query (a row) with its top-`k` answers from `results` (`SearchResults`); green: same label, red: another."
-    fig, n = go.Figure(), len(query_images)
+# %% ../nbs/15_plots.ipynb #307563fe
+def _grid_cell(fig: go.Figure, row: int, column: int, image, label: str, score, right, thumbnail_size: int):
+    "Draw one cell of `retrieval_grid`: the query (`score` and `right` None) or an answer, framed by `right`."
+    x, y = column + (0.3 if column else 0), -ROW_PITCH * row  # room below each row for two lines of text
+    fig.add_layout_image(source=image_uri(image, thumbnail_size), x=x, y=y, xref="x", yref="y", sizex=0.9,
+                         sizey=0.9, xanchor="center", yanchor="middle", layer="above")
+    colour = QUERY_COLOUR if right is None else RIGHT_COLOUR if right else WRONG_COLOUR
+    fig.add_shape(type="rect", x0=x - 0.47, x1=x + 0.47, y0=y - 0.47, y1=y + 0.47,
+                  line=dict(color=colour, width=3 if column else 1))
+    short = label if len(label) <= 20 else label[:19] + "…"  # a cell is ~130 px wide
+    text = f"query<br>{short}" if column == 0 else f"{score:.3f}<br>{short}"
+    fig.add_annotation(x=x, y=y - 0.49, text=text, showarrow=False, yanchor="top", font=dict(size=9, color=colour),
+                       hovertext=label)
+
+# %% ../nbs/15_plots.ipynb #3504e069
+def retrieval_grid(query_images, # Query images: paths or RGB arrays
+                   query_labels, # Label of each query
+                   results, # What `Gallery.search` returned for the queries (`SearchResults`)
+                   k: int = 5, # Answers shown per query
+                   thumbnail_size: int = 96, # Longest side of each thumbnail, in pixels
+                  ) -> go.Figure:
+    "Each query (a row) with its top-`k` answers from `results`; green: same label, red: another."
+    n = len(query_images)
     if len(query_labels) != n or len(results.items) != n:
-        raise ValueError(f"{n} query images, {len(query_labels)} labels and {len(results.items)} result rows: they must match")
-    for r, (img, label) in enumerate(zip(query_images, query_labels)):
-        cells = [(img, str(label), None, None)] + [(it.path, it.label, float(s), it.label == str(label))
-                                                 for it, s in zip(results.items[r][:k], results.scores[r][:k]) if it is not None]
-        for c, (path, lab, score, ok) in enumerate(cells):
-            x, y = c + (0.3 if c else 0), -ROW_PITCH * r  # room below each row for two lines of text
-            fig.add_layout_image(source=image_uri(path, thumbnail_size), x=x, y=y, xref="x", yref="y", sizex=0.9, sizey=0.9,
-                                 xanchor="center", yanchor="middle", layer="above")
-            colour = QUERY_COLOUR if ok is None else RIGHT_COLOUR if ok else WRONG_COLOUR
-            fig.add_shape(type="rect", x0=x - 0.47, x1=x + 0.47, y0=y - 0.47, y1=y + 0.47, line=dict(color=colour, width=3 if c else 1))
-            short = lab if len(lab) <= 20 else lab[:19] + "…"  # a cell is ~130 px wide
-            fig.add_annotation(x=x, y=y - 0.49, text=f"query<br>{short}" if c == 0 else f"{score:.3f}<br>{short}", showarrow=False,
-                               yanchor="top", font=dict(size=9, color=colour), hovertext=lab)
-    fig.update_xaxes(visible=False, range=[-0.6, k + 0.9]).update_yaxes(visible=False, range=[-ROW_PITCH * n + 0.6, 0.6], scaleanchor="x")
-    return fig.update_layout(title=f"Queries (left) and their top {k} answers: green right, red wrong", height=150 + round(130 * ROW_PITCH * n),
-                             width=170 + 130 * k, plot_bgcolor="white", margin=dict(l=10, r=10))
+        raise ValueError(f"{n} query images, {len(query_labels)} labels and {len(results.items)} result rows: "
+                         "they must match")
+    fig = go.Figure()
+    for row, (image, label) in enumerate(zip(query_images, query_labels)):
+        answers = [(item.path, item.label, float(score), item.label == str(label))
+                   for item, score in zip(results.items[row][:k], results.scores[row][:k]) if item is not None]
+        for column, cell in enumerate([(image, str(label), None, None)] + answers):
+            _grid_cell(fig, row, column, *cell, thumbnail_size)
+    fig.update_xaxes(visible=False, range=[-0.6, k + 0.9])
+    fig.update_yaxes(visible=False, range=[-ROW_PITCH * n + 0.6, 0.6], scaleanchor="x")
+    return fig.update_layout(title=f"Queries (left) and their top {k} answers: green right, red wrong",
+                             height=150 + round(130 * ROW_PITCH * n), width=170 + 130 * k, plot_bgcolor="white",
+                             margin=dict(l=10, r=10))
 
 # %% ../nbs/15_plots.ipynb #e19beaa0
 HOVER_IMAGES_JS = """var gd = document.getElementById('{plot_id}');
 if (gd && gd.data.some(function (t) { return t.meta === 'hover-images'; })) {
   var tip = document.createElement('img');
-  tip.style.cssText = 'position:fixed;display:none;pointer-events:none;z-index:1000;max-width:160px;border:1px solid #888;background:#fff';
+  tip.style.cssText = 'position:fixed;display:none;pointer-events:none;z-index:1000;max-width:160px;' +
+                      'border:1px solid #888;background:#fff';
   document.body.appendChild(tip);
   gd.on('plotly_hover', function (ev) {
     var p = ev.points[0];
     if (!p || p.data.meta !== 'hover-images' || !p.customdata) return;
-    tip.src = p.customdata; tip.style.left = (ev.event.clientX + 18) + 'px'; tip.style.top = (ev.event.clientY + 18) + 'px';
+    tip.src = p.customdata;
+    tip.style.left = (ev.event.clientX + 18) + 'px';
+    tip.style.top = (ev.event.clientY + 18) + 'px';
     tip.style.display = 'block';
   });
   gd.on('plotly_unhover', function () { tip.style.display = 'none'; });
 }"""
 
+# %% ../nbs/15_plots.ipynb #6c9cf145
 def plotly_js() -> str:
     "The plotly.js bundled with the `plotly` package (no internet needed)."
     from plotly.offline import get_plotlyjs
     return get_plotlyjs()
 
-def figure_html(fig) -> str:
-    "A `<div>` that draws `fig` (a Figure or its dict/JSON) with plotly.js already on the page, image hover included."
+# %% ../nbs/15_plots.ipynb #10029c7d
+def figure_html(fig, # A plotly Figure, or its dict or JSON
+               ) -> str:
+    "A `<div>` that draws `fig` with plotly.js already on the page, image hover included."
     if not isinstance(fig, go.Figure): fig = go.Figure(json.loads(fig) if isinstance(fig, str) else fig)
     return pio.to_html(fig, full_html=False, include_plotlyjs=False, post_script=HOVER_IMAGES_JS,
                        config={"displaylogo": False, "responsive": True})
 
 # %% ../nbs/15_plots.ipynb #bb7be288
-REPORT_CSS = """body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
-th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; } .report-figure { margin: 1.5em 0; }"""
+REPORT_CSS = """body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+  color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
+th { background: #f3f3f3; }
+td:first-child, th:first-child { text-align: left; }
+.report-figure { margin: 1.5em 0; }"""
 
+# %% ../nbs/15_plots.ipynb #e4fc58eb
 class Report:
-    "A self-contained HTML page of headings, paragraphs, tables and plotly figures."
-    def __init__(self, title: str): self.title, self.parts, self.num_figures = title, [], 0
-    def heading(self, text: str, level: int = 2): self.parts.append(f"<h{level}>{html.escape(text)}</h{level}>"); return self
-    def paragraph(self, text: str): self.parts.append(f"<p>{html.escape(text)}</p>"); return self
-    def figure(self, fig):
+    "A self-contained HTML page of headings, paragraphs, tables and plotly figures; each adder returns the report."
+    def __init__(self,
+                 title: str, # Title of the page, and its first heading
+                ):
+        self.title, self.parts, self.num_figures = title, [], 0
+
+    def heading(self,
+                text: str, # Plain text (escaped)
+                level: int = 2, # 1 to 6, as in <h1>..<h6>
+               ):
+        "Add a heading."
+        self.parts.append(f"<h{level}>{escape(text)}</h{level}>")
+        return self
+
+    def paragraph(self,
+                  text: str, # Plain text (escaped)
+                 ):
+        "Add a paragraph."
+        self.parts.append(f"<p>{escape(text)}</p>")
+        return self
+
+    def figure(self,
+               fig, # A plotly Figure, or its dict or JSON
+              ):
+        "Add a figure."
         self.num_figures += 1
-        self.parts.append(f'<div class="report-figure">{figure_html(fig)}</div>'); return self
-    def table(self, rows: list):
-        "A table of dicts (the keys of the first row are the columns); floats shown with 4 decimals."
-        cols = list(rows[0])
-        cell = lambda v: f"{v:.4f}" if isinstance(v, float) else html.escape(str(v))
-        body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in cols) + "</tr>" for r in rows)
-        self.parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + f"</tr>{body}</table>"); return self
+        self.parts.append(f'<div class="report-figure">{figure_html(fig)}</div>')
+        return self
+
+# %% ../nbs/15_plots.ipynb #d5f9f621
+def _cell_html(value) -> str:
+    "A table cell's text: floats with 4 decimals, anything else as escaped text."
+    return f"{value:.4f}" if isinstance(value, float) else escape(str(value))
+
+# %% ../nbs/15_plots.ipynb #7ad21d0a
+@patch
+def table(self: Report,
+          rows: list, # Dicts; the keys of the first are the columns
+         ):
+    "Add a table."
+    columns = list(rows[0])
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_cell_html(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
+    self.parts.append(f"<table><tr>{head}</tr>{body}</table>")
+    return self
 
 # %% ../nbs/15_plots.ipynb #faef6887
-def _html(self) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
+@patch
+def html(self: Report) -> str:
+    "The whole page: plotly.js inlined once, then the parts."
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(self.title)}</title>'
             f'<meta name="figures" content="{self.num_figures}"><style>{REPORT_CSS}</style>'
-            f'<script type="text/javascript">{plotly_js()}</script></head>\n<body><h1>{html.escape(self.title)}</h1>\n'
+            f'<script type="text/javascript">{plotly_js()}</script></head>\n<body><h1>{escape(self.title)}</h1>\n'
             + "\n".join(self.parts) + "\n</body></html>\n")
 
-def _save(self, path) -> Path:
-    "Write the report to `path` (atomically); returns the path."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    text = self.html()
-    write_atomic(path, lambda f: f.write(text.encode("utf-8")))
-    return path
-
-Report.html, Report.save = _html, _save
+# %% ../nbs/15_plots.ipynb #d02711d7
+@patch
+def save(self: Report,
+         path, # The `.html` file to write; its folder is made if missing
+        ) -> Path:
+    "Write the report to `path` all at once (core's `write_atomic`); returns the path."
+    return write_atomic(path, self.html())

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SAMPLERS', 'SAMPLE_METHODS', 'group_labels', 'check_batch_shape', 'check_reweighting', 'class_probabilities',
-           'sample_classes', 'sample_within', 'distributed_env', 'PKSampler']
+           'sample_classes', 'sample_within', 'distributed_env', 'RankedSampler', 'PKSampler']
 
 # %% ../nbs/06_sampler.ipynb #f532b4ab
 import math
@@ -14,6 +14,7 @@ import sys
 import warnings
 
 import numpy as np
+from fastcore.basics import patch
 
 from .core import Registry, check_int
 
@@ -21,22 +22,32 @@ from .core import Registry, check_int
 SAMPLERS = Registry("sampler")
 
 # %% ../nbs/06_sampler.ipynb #f96c5364
-def group_labels(labels) -> dict:
+def group_labels(
+    labels,  # The label of each image: hashable values (ints, strings), or a [N] or [N, 1] array
+) -> dict:  # label -> ascending indices of its images, labels in order of first appearance
     "Map each distinct label, in order of first appearance, to the list of indices of its images."
     if isinstance(labels, np.ndarray):
         if labels.ndim == 2 and labels.shape[1] == 1: labels = labels[:, 0]
-        if labels.ndim != 1: raise ValueError(f"labels must be one value per image, got an array of shape {labels.shape}")
+        if labels.ndim != 1:
+            raise ValueError(f"labels must be one value per image, got an array of shape {labels.shape}")
         labels = labels.tolist()
     groups = {}
     try:
-        for i, label in enumerate(labels): groups.setdefault(label, []).append(i)
-    except TypeError as e: raise TypeError(f"labels must be hashable values such as ints or strings: {e}") from e
+        for i, label in enumerate(labels):
+            groups.setdefault(label, []).append(i)
+    except TypeError as e:
+        raise TypeError(f"labels must be hashable values such as ints or strings: {e}") from e
     return groups
 
 # %% ../nbs/06_sampler.ipynb #665dc7f5
-def check_batch_shape(num_classes: int, batch_size: int, sample_per_id: int) -> int:
+def check_batch_shape(
+    num_classes: int,  # Distinct classes in the data
+    batch_size: int,  # Images per batch
+    sample_per_id: int,  # K, the images of each class in a batch
+) -> int:  # P, the classes per batch
     "P, the classes per batch, after checking that `batch_size` splits into P classes x `sample_per_id` images."
-    K = check_int(sample_per_id, "sample_per_id"); B = check_int(batch_size, "batch_size")
+    K = check_int(sample_per_id, "sample_per_id")
+    B = check_int(batch_size, "batch_size")
     if B % K:
         lo = max(K, B // K * K)
         raise ValueError(f"batch_size ({B}) must be a multiple of sample_per_id ({K}), since a batch is P classes "
@@ -50,23 +61,39 @@ def check_batch_shape(num_classes: int, batch_size: int, sample_per_id: int) -> 
                          f"{num_classes * K}, a multiple of {K} (or a smaller sample_per_id)")
     return B // K
 
-# %% ../nbs/06_sampler.ipynb #7d168edf
-def check_reweighting(id_list, ratio, num_classes: int) -> list:
-    "`id_list`/`ratio` as a list of `((start, end), ratio)`, after checking them against `num_classes` classes."
-    if not id_list and not ratio: return []
+# %% ../nbs/06_sampler.ipynb #e1d56f82
+def _reweight_pairs(id_list, ratio) -> list:
+    "`id_list` as `(start, end)` pairs of class positions, after checking that `ratio` has one value per pair."
     if not id_list or not ratio: raise ValueError("id_list and ratio go together: give both (or neither)")
     if len(id_list) % 2:
-        raise ValueError(f"id_list must hold pairs [start, end, start, end, ...] of class positions, got {len(id_list)} values")
+        raise ValueError("id_list must hold pairs [start, end, start, end, ...] of class positions, got "
+                         f"{len(id_list)} values")
     if len(ratio) != len(id_list) // 2:
-        raise ValueError(f"ratio needs one value per id_list pair: {len(id_list) // 2} pair(s) but {len(ratio)} ratio(s)")
-    pairs = [(check_int(id_list[i], f"id_list[{i}]", 0), check_int(id_list[i + 1], f"id_list[{i + 1}]", 0)) for i in range(0, len(id_list), 2)]
+        raise ValueError(f"ratio needs one value per id_list pair: {len(id_list) // 2} pair(s) but {len(ratio)} "
+                         "ratio(s)")
+    return [(check_int(id_list[i], f"id_list[{i}]", 0), check_int(id_list[i + 1], f"id_list[{i + 1}]", 0))
+            for i in range(0, len(id_list), 2)]
+
+# %% ../nbs/06_sampler.ipynb #602053b4
+def _warn_beyond(start: int, end: int, num_classes: int):
+    "Warn that the pair [start, end] reaches beyond the data, whose part there is not re-weighted (as in PaddleClas)."
+    ignored = "it is ignored" if start >= num_classes else f"only {start}..{num_classes - 1} are re-weighted"
+    warnings.warn(f"id_list pair [{start}, {end}] reaches beyond the class positions 0..{num_classes - 1} of this "
+                  f"data (positions in order of first appearance, not label values): {ignored}; were the ranges "
+                  "written for other data?")
+
+# %% ../nbs/06_sampler.ipynb #7d168edf
+def check_reweighting(
+    id_list,  # Pairs [start, end, ...] of inclusive class positions, or None
+    ratio,  # One positive weight per pair, or None
+    num_classes: int,  # Classes in the data; a pair beyond them is ignored (in part or whole), with a warning
+) -> list:  # `((start, end), ratio)` per pair; [] when neither is given
+    "`id_list`/`ratio` as a list of `((start, end), ratio)`, after checking them against `num_classes` classes."
+    if not id_list and not ratio: return []
+    pairs = _reweight_pairs(id_list, ratio)
     for (s, e), r in zip(pairs, ratio):
         if s > e: raise ValueError(f"id_list pair [{s}, {e}] has start > end")
-        if e >= num_classes:  # as in PaddleClas, positions that do not exist are not re-weighted; but say so
-            warnings.warn(f"id_list pair [{s}, {e}] reaches beyond the class positions 0..{num_classes - 1} of this data "
-                          "(positions in order of first appearance, not label values): "
-                          + ("it is ignored" if s >= num_classes else f"only {s}..{num_classes - 1} are re-weighted")
-                          + "; were the ranges written for other data?")
+        if e >= num_classes: _warn_beyond(s, e, num_classes)  # as PaddleClas, do not re-weight what does not exist
         if isinstance(r, bool) or not isinstance(r, numbers.Real) or not math.isfinite(r) or r <= 0:
             raise ValueError(f"ratio values must be positive numbers, got {r!r} for id_list pair [{s}, {e}]")
     ranked = sorted(pairs)
@@ -78,30 +105,40 @@ def check_reweighting(id_list, ratio, num_classes: int) -> list:
 SAMPLE_METHODS = {"id_avg_prob": "every class equally likely",
                   "sample_avg_prob": "classes in proportion to their number of images"}
 
-def class_probabilities(sizes, # Number of images of each class, in `label_list` order
-                        sample_method: str = "id_avg_prob", # "id_avg_prob" or "sample_avg_prob"
-                        id_list=None, # Pairs of inclusive class positions [start, end, ...] to re-weight
-                        ratio=None, # One weight per `id_list` pair
-                       ) -> np.ndarray:
+def class_probabilities(
+    sizes,  # Number of images of each class, in `label_list` order
+    sample_method: str = "id_avg_prob",  # "id_avg_prob" or "sample_avg_prob"
+    id_list=None,  # Pairs of inclusive class positions [start, end, ...] to re-weight
+    ratio=None,  # One weight per `id_list` pair
+) -> np.ndarray:  # One probability per class
     "The probability of drawing each class (first draw of a batch), summing to 1."
     sizes = np.asarray(sizes, dtype=np.float64)
     if sample_method not in SAMPLE_METHODS:
         known = "; ".join(f"{k} ({v})" for k, v in SAMPLE_METHODS.items())
         raise ValueError(f"unknown sample_method {sample_method!r}; known: {known}")
     p = np.ones_like(sizes) if sample_method == "id_avg_prob" else sizes.copy()
-    for (s, e), r in check_reweighting(id_list, ratio, len(sizes)): p[s:e + 1] *= r
+    for (s, e), r in check_reweighting(id_list, ratio, len(sizes)):
+        p[s:e + 1] *= r
     return p / p.sum()
 
 # %% ../nbs/06_sampler.ipynb #f54ede3e
-def sample_classes(rng: np.random.Generator, prob: np.ndarray, num: int) -> np.ndarray:
+def sample_classes(
+    rng: np.random.Generator,  # Source of the random draws
+    prob: np.ndarray,  # Probability of each class, summing to 1
+    num: int,  # Classes to draw, 1..len(prob)
+) -> np.ndarray:  # `num` distinct class positions, in draw order
     "`num` distinct class positions drawn successively without replacement with probabilities `prob`, in draw order."
     keys = rng.standard_exponential(len(prob)) / prob
     top = np.argpartition(keys, num - 1)[:num] if num < len(prob) else np.arange(len(prob))
     return top[np.argsort(keys[top], kind="stable")]
 
 # %% ../nbs/06_sampler.ipynb #2b48a239
-def sample_within(rng: np.random.Generator, sizes: np.ndarray, k: int) -> np.ndarray:
-    "[len(sizes), k] positions in range(n) for each class size n: k distinct ones if n >= k, else all n and k - n repeats."
+def sample_within(
+    rng: np.random.Generator,  # Source of the random draws
+    sizes: np.ndarray,  # Number of images n of each drawn class
+    k: int,  # Images to take of each class, K
+) -> np.ndarray:  # [len(sizes), k] positions in range(n) of each class
+    "Positions of `k` images of each class of size n: k distinct ones if n >= k, else all n and k - n repeats."
     sizes = np.asarray(sizes, dtype=np.int64)
     out = np.empty((len(sizes), k), dtype=np.int64)
     u = rng.random((k, len(sizes)))  # floor(u * m) is uniform in range(m) up to m / 2**53
@@ -116,8 +153,8 @@ def sample_within(rng: np.random.Generator, sizes: np.ndarray, k: int) -> np.nda
     return out
 
 # %% ../nbs/06_sampler.ipynb #573fed93
-def distributed_env() -> tuple:
-    "(rank, world_size) of this process, from paddle.distributed if paddle is imported and initialised, else the launcher's environment, else (0, 1)."
+def distributed_env() -> tuple:  # (rank, world_size)
+    "This process's rank and world size: from an initialised paddle.distributed, the launcher's variables, or (0, 1)."
     dist = getattr(sys.modules.get("paddle"), "distributed", None)
     if dist is not None and getattr(dist, "is_initialized", lambda: False)():
         return int(dist.get_rank()), int(dist.get_world_size())
@@ -125,9 +162,34 @@ def distributed_env() -> tuple:
         return int(os.environ["PADDLE_TRAINER_ID"]), int(os.environ["PADDLE_TRAINERS_NUM"])
     return 0, 1
 
+# %% ../nbs/06_sampler.ipynb #bb7327aa
+class RankedSampler:
+    "Base of the batch samplers: a seed, an epoch, and a rank and world size resolved when they are asked for."
+    def _set_ranks(self, seed, rank, world_size):
+        "Keep `seed` and the given `rank`/`world_size` (None: `distributed_env()` when asked), at epoch 0."
+        self.seed, self.epoch = check_int(seed, "seed", 0), 0
+        self._rank = None if rank is None else check_int(rank, "rank", 0)
+        self._world_size = None if world_size is None else check_int(world_size, "world_size")
+        self.ranks()
+
+    def ranks(self) -> tuple:  # (rank, world_size)
+        "(rank, world_size): the given values, the missing ones from `distributed_env()`."
+        env = distributed_env() if self._rank is None or self._world_size is None else (None, None)
+        rank = env[0] if self._rank is None else self._rank
+        world = env[1] if self._world_size is None else self._world_size
+        if not 0 <= rank < world: raise ValueError(f"rank must be in 0..world_size - 1 = {world - 1}, got {rank}")
+        return rank, world
+
+    def set_epoch(
+        self,
+        epoch: int,  # The epoch about to start, >= 0
+    ):
+        "Draw the batches of epoch `epoch` on the next iteration (call it at the start of every epoch)."
+        self.epoch = check_int(epoch, "epoch", 0)
+
 # %% ../nbs/06_sampler.ipynb #efe11cbd
 @SAMPLERS.register
-class PKSampler:
+class PKSampler(RankedSampler):
     "Batches of P = batch_size / sample_per_id classes x sample_per_id images each, as lists of indices into `labels`."
     def __init__(self, labels, # The label of each image: ints, strings or any hashable values (or a [N, 1] array)
                  batch_size: int, # Images per batch, a multiple of `sample_per_id`
@@ -147,44 +209,38 @@ class PKSampler:
         self.classes_per_batch = check_batch_shape(len(self.label_list), batch_size, sample_per_id)
         self.batch_size, self.sample_per_id = int(batch_size), int(sample_per_id)
         self.sizes = np.array([len(v) for v in self.label_dict.values()], dtype=np.int64)
-        self.sample_method, self.prob_list = sample_method, class_probabilities(self.sizes, sample_method, id_list, ratio)
+        self.sample_method = sample_method
+        self.prob_list = class_probabilities(self.sizes, sample_method, id_list, ratio)
         self._members = np.concatenate([np.asarray(v, dtype=np.int64) for v in self.label_dict.values()])
         self._starts = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
         self.num_samples, self.shuffle, self.drop_last = len(self._members), bool(shuffle), bool(drop_last)
-        self.seed, self.epoch = check_int(seed, "seed", 0), 0
-        self._rank = None if rank is None else check_int(rank, "rank", 0)
-        self._world_size = None if world_size is None else check_int(world_size, "world_size")
         self.total_epochs = None if total_epochs is None else check_int(total_epochs, "total_epochs")
-        self.ranks()
+        self._set_ranks(seed, rank, world_size)
 
-    def ranks(self) -> tuple:
-        "(rank, world_size): the given values, the missing ones from `distributed_env()`."
-        env = distributed_env() if self._rank is None or self._world_size is None else (None, None)
-        rank = env[0] if self._rank is None else self._rank
-        world = env[1] if self._world_size is None else self._world_size
-        if not 0 <= rank < world: raise ValueError(f"rank must be in 0..world_size - 1 = {world - 1}, got {rank}")
-        return rank, world
+# %% ../nbs/06_sampler.ipynb #7576e889
+@patch
+def __len__(self: PKSampler) -> int:
+    "Batches per epoch and rank: ceil(ceil(N / world_size) / batch_size), rounded down with `drop_last`."
+    per_rank = math.ceil(self.num_samples / self.ranks()[1])
+    n = per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+    if n == 0:
+        raise ValueError(f"an epoch would have no batch: {per_rank} images per rank is less than batch_size "
+                         f"{self.batch_size} and drop_last=True; set drop_last=False (every batch is full anyway)")
+    return n
 
-    def set_epoch(self, epoch: int):
-        "Draw the batches of epoch `epoch` on the next iteration (call it at the start of every epoch)."
-        self.epoch = check_int(epoch, "epoch", 0)
+# %% ../nbs/06_sampler.ipynb #5b7288d4
+@patch
+def __iter__(self: PKSampler):
+    "`len(self)` batches of `batch_size` indices: the K images of each of P classes, class after class."
+    rng = np.random.default_rng([self.seed, self.ranks()[0], self.epoch if self.shuffle else 0])
+    for _ in range(len(self)):
+        classes = sample_classes(rng, self.prob_list, self.classes_per_batch)
+        pos = sample_within(rng, self.sizes[classes], self.sample_per_id)
+        yield self._members[self._starts[classes, None] + pos].ravel().tolist()
 
-    def __len__(self) -> int:
-        "Batches per epoch and rank: ceil(ceil(N / world_size) / batch_size), rounded down with `drop_last`."
-        per_rank = math.ceil(self.num_samples / self.ranks()[1])
-        n = per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
-        if n == 0: raise ValueError(f"an epoch would have no batch: {per_rank} images per rank is less than batch_size "
-                                    f"{self.batch_size} and drop_last=True; set drop_last=False (every batch is full anyway)")
-        return n
-
-    def __iter__(self):
-        "`len(self)` batches of `batch_size` indices: the K images of each of P classes, class after class."
-        rng = np.random.default_rng([self.seed, self.ranks()[0], self.epoch if self.shuffle else 0])
-        for _ in range(len(self)):
-            classes = sample_classes(rng, self.prob_list, self.classes_per_batch)
-            pos = sample_within(rng, self.sizes[classes], self.sample_per_id)
-            yield self._members[self._starts[classes, None] + pos].ravel().tolist()
-
-    def __repr__(self):
-        return (f"PKSampler({len(self.label_list)} classes, {self.num_samples} images, batches of {self.classes_per_batch} "
-                f"classes x {self.sample_per_id} images, {self.sample_method}, seed {self.seed}, epoch {self.epoch})")
+# %% ../nbs/06_sampler.ipynb #f5d92a03
+@patch
+def __repr__(self: PKSampler):
+    return (f"PKSampler({len(self.label_list)} classes, {self.num_samples} images, batches of "
+            f"{self.classes_per_batch} classes x {self.sample_per_id} images, {self.sample_method}, seed {self.seed}, "
+            f"epoch {self.epoch})")

@@ -11,10 +11,11 @@ __all__ = ['TRANSFORMS', 'sample_uniforms', 'copy_numbers', 'parse_number', 'Dec
 import re
 
 import numpy as np
+from fastcore.basics import patch
 
-from .augment import (clip_window, compose, crop_map, flip_map, pad_map, resize_map, rotation_map,
-                                        warp_normalize_batch)
-from .core import Registry, check_int, check_real
+from .augment import (IMAGENET_MEAN, IMAGENET_STD, clip_window, compose, crop_map, flip_map, pad_map,
+                                        resize_map, rotation_map, warp_normalize_batch)
+from .core import Registry, check_int, check_keys, check_real
 
 # %% ../nbs/09_transforms.ipynb #3b813f83
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -25,10 +26,19 @@ def _mix64(z: np.ndarray) -> np.ndarray:
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return z ^ (z >> np.uint64(31))
 
-def _absorb(h: np.ndarray, word) -> np.ndarray: return _mix64(h ^ _mix64(np.atleast_1d(np.asarray(word, np.uint64)) + _GOLDEN))
+def _absorb(h: np.ndarray, word) -> np.ndarray:
+    "The hash `h` with `word` (a uint64 or an array of them) mixed in."
+    return _mix64(h ^ _mix64(np.atleast_1d(np.asarray(word, np.uint64)) + _GOLDEN))
 
-def sample_uniforms(seed: int, epoch: int, indices, count: int, copies=None) -> np.ndarray:
-    "[len(indices), count] float64 uniforms in [0, 1): a hash of (seed, epoch, index, copy, draw number)."
+# %% ../nbs/09_transforms.ipynb #7fa54169
+def sample_uniforms(
+    seed: int,  # Seed of the run, >= 0
+    epoch: int,  # Epoch, >= 0
+    indices,  # Dataset index of each sample, >= 0
+    count: int,  # Uniforms per sample
+    copies=None,  # Copy number of each sample within its batch (see `copy_numbers`); None: all 0
+) -> np.ndarray:  # [len(indices), count] float64 in [0, 1)
+    "Uniforms that are a hash of (seed, epoch, index, copy, draw number)."
     seed, epoch = check_int(seed, "seed", 0), check_int(epoch, "epoch", 0)
     idx = np.asarray(indices, np.int64).reshape(-1)
     if (idx < 0).any(): raise ValueError(f"indices must be >= 0, got {idx[idx < 0][:5].tolist()}")
@@ -36,12 +46,16 @@ def sample_uniforms(seed: int, epoch: int, indices, count: int, copies=None) -> 
     h = _absorb(h, idx.astype(np.uint64))
     if copies is not None:  # copy 0 hashes as no copy number, so that a sample's first copy is the sample
         c = np.asarray(copies, np.int64).reshape(-1)
-        if c.shape != idx.shape or (c < 0).any(): raise ValueError(f"copies must be {len(idx)} integers >= 0, got {copies!r}")
+        if c.shape != idx.shape or (c < 0).any():
+            raise ValueError(f"copies must be {len(idx)} integers >= 0, got {copies!r}")
         h = np.where(c > 0, _absorb(h, c.astype(np.uint64)), h)
     h = _absorb(h[:, None], np.arange(count, dtype=np.uint64)[None, :])
     return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
-def copy_numbers(indices) -> np.ndarray:
+# %% ../nbs/09_transforms.ipynb #97afb0c2
+def copy_numbers(
+    indices,  # Dataset indices of a batch's samples
+) -> np.ndarray:  # int64, one per position
     "For each position, how many times its index came earlier in `indices` (0 for a first occurrence)."
     idx = np.asarray(indices, np.int64).reshape(-1)
     order = np.argsort(idx, kind="stable")
@@ -54,33 +68,52 @@ def copy_numbers(indices) -> np.ndarray:
 # %% ../nbs/09_transforms.ipynb #e49f6d7a
 TRANSFORMS = Registry("transform")
 
-def parse_number(value, name: str, min_value=None) -> float:
+# %% ../nbs/09_transforms.ipynb #c91765e7
+_NUMBER = r"\s*(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)\s*"
+
+def _parse_fraction(text: str, name: str) -> float:
+    "The value of a string holding one number or one division `a/b` of two numbers; never evaluated."
+    m = re.fullmatch(_NUMBER + f"(?:/{_NUMBER})?", text)
+    if m is None: raise ValueError(f"{name} must be a number or 'a/b' with two numbers, got {text!r}")
+    a, b = float(m[1]), float(m[2]) if m[2] is not None else 1.0
+    if b == 0: raise ValueError(f"{name} {text!r} divides by zero")
+    return a / b
+
+# %% ../nbs/09_transforms.ipynb #abeafa6b
+def parse_number(
+    value,  # A number, or a string holding one number or one division `a/b`
+    name: str,  # What the value is, for the error messages
+    min_value=None,  # The smallest value allowed, if any
+) -> float:
     "A number, or a string holding one number or one division `a/b` (PaddleClas writes `'1.0/255.0'`); never evaluated."
-    if isinstance(value, str):
-        num = r"\s*(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?)\s*"
-        m = re.fullmatch(num + f"(?:/{num})?", value)
-        if m is None: raise ValueError(f"{name} must be a number or 'a/b' with two numbers, got {value!r}")
-        a, b = float(m[1]), float(m[2]) if m[2] is not None else 1.0
-        if b == 0: raise ValueError(f"{name} {value!r} divides by zero")
-        value = a / b
+    if isinstance(value, str): value = _parse_fraction(value, name)
     return check_real(value, name, min_value=min_value)
 
+# %% ../nbs/09_transforms.ipynb #c4adb8a4
 class _Op:
     "Base of the ops: `from_config` checks the keys against the constructor's."
     geometric, draws, keys = False, 0, ()
+
     @classmethod
     def from_config(cls, cfg):
+        "The op of the arguments `cfg` of a config entry (a mapping, or None for none)."
         cfg = {} if cfg is None else cfg
         if not isinstance(cfg, dict): raise ValueError(f"{cls.__name__}: the config must be a mapping, got {cfg!r}")
-        bad = sorted(set(cfg) - set(cls.keys))
-        if bad: raise ValueError(f"{cls.__name__}: unknown key(s) {bad}; accepted: {list(cls.keys)}")
+        check_keys(cfg, cls.keys, cls.__name__)
         return cls(**cfg)
-    def fills(self, params): return None
-    def __repr__(self): return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in self.keys if hasattr(self, k))})"
 
+    def fills(self, params): return None  # [B] bool: the samples that show the op's black fill; None: it paints none
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.keys if hasattr(self, k))
+        return f"{type(self).__name__}({args})"
+
+# %% ../nbs/09_transforms.ipynb #bce9ef2e
 def _refuse(op: str, key: str, value, allowed):
+    "A ValueError naming `op` unless `value` is one of the `allowed` values of `key`."
     if value not in allowed: raise ValueError(f"{op}: {key}={value!r} is not supported (supported: {list(allowed)})")
 
+# %% ../nbs/09_transforms.ipynb #bdf8df94
 def _wh(value, op: str) -> tuple:
     "PaddleClas size: an int (square) or [width, height]; returned as (height, width)."
     if isinstance(value, (list, tuple)) and len(value) == 2: w, h = value
@@ -90,33 +123,49 @@ def _wh(value, op: str) -> tuple:
 # %% ../nbs/09_transforms.ipynb #84c9e2b1
 @TRANSFORMS.register
 class DecodeImage(_Op):
-    "Encoded bytes → uint8 H×W×3 (`cv2.imdecode`, BGR, reversed to RGB with `to_rgb`). An array passes through as already decoded."
+    "Encoded bytes → uint8 H×W×3 (`cv2.imdecode`, BGR, reversed to RGB with `to_rgb`); an array passes through."
     keys = ("to_rgb", "channel_first", "backend")
-    def __init__(self, to_rgb=True, channel_first=False, backend="cv2"):
+    def __init__(
+        self,
+        to_rgb=True,  # Reverse OpenCV's BGR to RGB
+        channel_first=False,  # False only: the ops take H x W x 3
+        backend="cv2",  # "cv2" only
+    ):
         _refuse("DecodeImage", "channel_first", channel_first, (False,))
         _refuse("DecodeImage", "backend", backend, ("cv2",))
         self.to_rgb, self.channel_first, self.backend = bool(to_rgb), channel_first, backend
+
     def __call__(self, data, i: int = 0) -> np.ndarray:
+        "Image `i` of a batch, `data` (encoded bytes or an already decoded H x W x 3 array), as uint8 H x W x 3."
         if isinstance(data, np.ndarray) and data.ndim == 3: return data
         if isinstance(data, (bytes, bytearray, memoryview)) or (isinstance(data, np.ndarray) and data.ndim == 1):
             import cv2
             img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             if img is None: raise ValueError(f"images[{i}]: could not decode the image bytes")
             return np.ascontiguousarray(img[:, :, ::-1]) if self.to_rgb else img
-        raise TypeError(f"images[{i}] must be encoded bytes or a decoded H x W x 3 uint8 array, got {type(data).__name__}")
+        raise TypeError(f"images[{i}] must be encoded bytes or a decoded H x W x 3 uint8 array, got "
+                        f"{type(data).__name__}")
 
 # %% ../nbs/09_transforms.ipynb #06b3a6db
 @TRANSFORMS.register
 class ResizeImage(_Op):
     "`cv2.resize` to `size` ([w, h]) with INTER_LINEAR; the aspect ratio is not kept."
     geometric, keys = True, ("size", "resize_short", "interpolation", "backend", "return_numpy")
-    def __init__(self, size=None, resize_short=None, interpolation=None, backend="cv2", return_numpy=True):
+    def __init__(
+        self,
+        size=None,  # [w, h], or one number for a square (required)
+        resize_short=None,  # Not supported: give `size`
+        interpolation=None,  # None or "bilinear" (cv2.INTER_LINEAR)
+        backend="cv2",  # "cv2" only
+        return_numpy=True,  # Accepted for PaddleClas's configs; it only matters for PIL
+    ):
         if resize_short is not None: raise ValueError("ResizeImage: resize_short is not supported, give size=[w, h]")
         if size is None: raise ValueError("ResizeImage: size is required")
         _refuse("ResizeImage", "interpolation", interpolation, (None, "bilinear"))
         _refuse("ResizeImage", "backend", backend, ("cv2",))
         self.hw = _wh(size, "ResizeImage")
         self.size, self.interpolation, self.backend, self.return_numpy = size, interpolation, backend, return_numpy
+
     def sample(self, u, hw): return np.zeros((len(hw), 0))
     def forward(self, params, hw): return resize_map(hw, self.hw), np.broadcast_to(np.array(self.hw), hw.shape)
     def apply(self, img, p):
@@ -128,9 +177,13 @@ class ResizeImage(_Op):
 class RandFlipImage(_Op):
     "Flip with probability 1/2: `flip_code` 1 horizontal, 0 vertical, -1 both (as `cv2.flip`)."
     geometric, draws, keys = True, 1, ("flip_code",)
-    def __init__(self, flip_code=1):
+    def __init__(
+        self,
+        flip_code=1,  # 1 horizontal, 0 vertical, -1 both
+    ):
         _refuse("RandFlipImage", "flip_code", flip_code, (1, 0, -1))
         self.flip_code = flip_code
+
     def sample(self, u, hw): return (u[:, :1] < 0.5).astype(np.float64)  # PaddleClas: random.randint(0, 1) == 1
     def forward(self, params, hw):
         m = np.broadcast_to(np.eye(3), (len(hw), 3, 3)).copy()
@@ -147,12 +200,19 @@ class RandFlipImage(_Op):
 class Pad(_Op):
     "`cv2.copyMakeBorder`: `padding` black pixels on every side."
     geometric, keys = True, ("padding", "fill", "padding_mode", "backend")
-    def __init__(self, padding=None, fill=0, padding_mode="constant", backend="cv2"):
+    def __init__(
+        self,
+        padding=None,  # Pixels added on every side, an integer >= 0
+        fill=0,  # Black only: 0 or (0, 0, 0)
+        padding_mode="constant",  # "constant" only
+        backend="cv2",  # "cv2" only
+    ):
         self.padding = check_int(padding, "Pad padding", min_value=0)
         _refuse("Pad", "fill", fill, (0, (0, 0, 0), [0, 0, 0]))
         _refuse("Pad", "padding_mode", padding_mode, ("constant",))
         _refuse("Pad", "backend", backend, ("cv2",))
         self.fill, self.padding_mode, self.backend = fill, padding_mode, backend
+
     def sample(self, u, hw): return np.zeros((len(hw), 0))
     def forward(self, params, hw): return np.broadcast_to(pad_map(self.padding), (len(hw), 3, 3)), hw + 2 * self.padding
     def fills(self, params): return np.full(len(params), self.padding > 0)
@@ -164,11 +224,15 @@ class Pad(_Op):
 # %% ../nbs/09_transforms.ipynb #1a90f807
 @TRANSFORMS.register
 class RandCropImageV2(_Op):
-    "Crop `size` ([w, h]) at top ∈ randint(0, H − h + 1), inclusive as Python's `random.randint`: the last offset gives h − 1 rows."
+    "Crop `size` ([w, h]) at top in randint(0, H − h + 1), inclusive as `random.randint`: the last gives h − 1 rows."
     geometric, draws, keys = True, 2, ("size",)
-    def __init__(self, size=None):
+    def __init__(
+        self,
+        size=None,  # [w, h] of the crop, or one number for a square (required)
+    ):
         if size is None: raise ValueError("RandCropImageV2: size is required")
         self.size, self.hw = size, _wh(size, "RandCropImageV2")
+
     def sample(self, u, hw):
         crop = np.array(self.hw)
         small = (hw + 1 < crop).any(1)
@@ -184,23 +248,41 @@ class RandCropImageV2(_Op):
         (top, left), (th, tw) = p.astype(int), self.hw
         return img[top:top + th, left:left + tw]
 
+# %% ../nbs/09_transforms.ipynb #1e3fd5e7
+def _rotation_args(prob, degrees, interpolation, expand, center, fill) -> tuple:
+    "RandomRotation's `(prob, (lo, hi))`, after checking all its arguments."
+    checked = check_real(prob, "RandomRotation prob", min_value=0)
+    if checked > 1: raise ValueError(f"RandomRotation prob must be in [0, 1], got {prob!r}")
+    if degrees is None: raise ValueError("RandomRotation: degrees is required")
+    if isinstance(degrees, (list, tuple)) and len(degrees) == 2:
+        span = tuple(check_real(d, "RandomRotation degrees") for d in degrees)
+    else:
+        largest = check_real(degrees, "RandomRotation degrees", min_value=0)
+        span = (-largest, largest)
+    _refuse("RandomRotation", "interpolation", interpolation, ("bilinear",))
+    _refuse("RandomRotation", "expand", expand, (False,))
+    _refuse("RandomRotation", "center", center, (None,))
+    _refuse("RandomRotation", "fill", fill, (0,))
+    return checked, span
+
 # %% ../nbs/09_transforms.ipynb #b20533b3
 @TRANSFORMS.register
 class RandomRotation(_Op):
-    "With probability `prob`, rotate by U(−degrees, degrees) about (w/2, h/2), same size, black corners (Paddle's cv2 backend)."
+    "With probability `prob`, rotate by U(−degrees, degrees) about (w/2, h/2): same size, black corners (cv2 backend)."
     geometric, draws, keys = True, 2, ("prob", "degrees", "interpolation", "expand", "center", "fill")
-    def __init__(self, prob=0.5, degrees=None, interpolation="nearest", expand=False, center=None, fill=0):
-        self.prob = check_real(prob, "RandomRotation prob", min_value=0)
-        if self.prob > 1: raise ValueError(f"RandomRotation prob must be in [0, 1], got {prob!r}")
-        if degrees is None: raise ValueError("RandomRotation: degrees is required")
-        if isinstance(degrees, (list, tuple)) and len(degrees) == 2:
-            self.range = tuple(check_real(d, "RandomRotation degrees") for d in degrees)
-        else: self.range = (-check_real(degrees, "RandomRotation degrees", min_value=0), check_real(degrees, "RandomRotation degrees"))
-        _refuse("RandomRotation", "interpolation", interpolation, ("bilinear",))
-        _refuse("RandomRotation", "expand", expand, (False,))
-        _refuse("RandomRotation", "center", center, (None,))
-        _refuse("RandomRotation", "fill", fill, (0,))
-        self.degrees, self.interpolation, self.expand, self.center, self.fill = degrees, interpolation, expand, center, fill
+    def __init__(
+        self,
+        prob=0.5,  # Probability of rotating a sample
+        degrees=None,  # Largest angle d (from -d to d), or a range [lo, hi], in degrees (required)
+        interpolation="bilinear",  # "bilinear" only (paddle's own default, "nearest", is not supported)
+        expand=False,  # False only: the rotated image keeps its size
+        center=None,  # None only: the centre (w/2, h/2)
+        fill=0,  # 0 only: black corners
+    ):
+        self.prob, self.range = _rotation_args(prob, degrees, interpolation, expand, center, fill)
+        self.degrees, self.interpolation = degrees, interpolation
+        self.expand, self.center, self.fill = expand, center, fill
+
     def sample(self, u, hw):
         lo, hi = self.range
         return np.where(u[:, :1] < self.prob, lo + u[:, 1:2] * (hi - lo), np.nan)  # NaN: not rotated
@@ -218,18 +300,28 @@ class RandomRotation(_Op):
 class NormalizeImage(_Op):
     "`(img · scale − mean) / std` in float32; the output is CHW (the dataset's transpose, or ToCHWImage)."
     keys = ("scale", "mean", "std", "order", "output_fp16", "channel_num")
-    def __init__(self, scale=None, mean=None, std=None, order="chw", output_fp16=False, channel_num=3):
+    def __init__(
+        self,
+        scale=None,  # A number or a string 'a/b'; None: 1/255
+        mean=None,  # Per-channel mean, after `scale`; None: ImageNet's
+        std=None,  # Per-channel std, after `scale`; None: ImageNet's
+        order="chw",  # "chw", "hwc" or "": the output is CHW either way
+        output_fp16=False,  # False only: float32
+        channel_num=3,  # 3 only
+    ):
         self.scale = 1 / 255 if scale is None else parse_number(scale, "NormalizeImage scale", min_value=0)
-        self.mean = np.asarray([0.485, 0.456, 0.406] if mean is None else mean, np.float64)
-        self.std = np.asarray([0.229, 0.224, 0.225] if std is None else std, np.float64)
+        self.mean = np.asarray(IMAGENET_MEAN if mean is None else mean, np.float64)
+        self.std = np.asarray(IMAGENET_STD if std is None else std, np.float64)
         _refuse("NormalizeImage", "order", order, ("hwc", "chw", ""))
         _refuse("NormalizeImage", "output_fp16", output_fp16, (False,))
         _refuse("NormalizeImage", "channel_num", channel_num, (3,))
         self.order, self.output_fp16, self.channel_num = order, output_fp16, channel_num
-    def apply(self, img) -> np.ndarray:
-        out = (img.astype(np.float32) * np.float32(self.scale) - self.mean.astype(np.float32)) / self.std.astype(np.float32)
-        return out.transpose(2, 0, 1)
 
+    def apply(self, img) -> np.ndarray:
+        scale, mean, std = np.float32(self.scale), self.mean.astype(np.float32), self.std.astype(np.float32)
+        return ((img.astype(np.float32) * scale - mean) / std).transpose(2, 0, 1)
+
+# %% ../nbs/09_transforms.ipynb #26ecba60
 @TRANSFORMS.register
 class ToCHWImage(_Op):
     "HWC → CHW; the output is CHW anyway, so it is accepted after NormalizeImage and changes nothing."
@@ -238,10 +330,16 @@ class ToCHWImage(_Op):
     def apply(self, chw, p, key): return chw
 
 # %% ../nbs/09_transforms.ipynb #78b11ee6
-def erasing_boxes(u,       # [B, 1 + 2 * attempt + 2] uniforms: gate, areas, aspects, position
-                  hw,      # [B, 2] image sizes (height, width)
-                  epsilon: float, sl: float, sh: float, aspect: tuple, use_log_aspect: bool, attempt: int,
-                 ) -> np.ndarray:  # [B, 5] float: applied (0/1), top, left, height, width
+def erasing_boxes(
+    u,  # [B, 1 + 2 * attempt + 2] uniforms: gate, areas, aspects, position
+    hw,  # [B, 2] image sizes (height, width)
+    epsilon: float,  # Probability of erasing
+    sl: float,  # Smallest area fraction
+    sh: float,  # Largest area fraction
+    aspect: tuple,  # (lo, hi) of the aspect ratio, or of its log with `use_log_aspect`
+    use_log_aspect: bool,  # `aspect` is a range of the log of the aspect ratio
+    attempt: int,  # Tries before giving up
+) -> np.ndarray:  # [B, 5] float: applied (0/1), top, left, height, width
     "PaddleClas's RandomErasing rectangles for a batch: the first of `attempt` tries that fits strictly inside."
     H, W = hw[:, :1], hw[:, 1:]
     area = (sl + u[:, 1:1 + attempt] * (sh - sl)) * H * W
@@ -256,57 +354,75 @@ def erasing_boxes(u,       # [B, 1 + 2 * attempt + 2] uniforms: gate, areas, asp
     left = np.minimum(np.floor(u[:, -1] * (W[:, 0] - w + 1)), W[:, 0] - w)
     return np.where(on[:, None], np.stack([on, top, left, h, w], 1), 0.0)
 
+# %% ../nbs/09_transforms.ipynb #dc3e8111
+def _erasing_args(EPSILON, sl, sh, r1) -> tuple:
+    "RandomErasing's `(EPSILON, sl, sh, r1)` as floats, after checking 0 <= EPSILON <= 1, 0 <= sl <= sh <= 1, r1 > 0."
+    named = (("EPSILON", EPSILON), ("sl", sl), ("sh", sh), ("r1", r1))
+    values = tuple(parse_number(v, f"RandomErasing {k}", 0) for k, v in named)
+    epsilon, low, high, ratio = values
+    if not (epsilon <= 1 and low <= high <= 1 and ratio > 0):
+        raise ValueError(f"RandomErasing needs 0 <= EPSILON <= 1, 0 <= sl <= sh <= 1 and r1 > 0, got {EPSILON}, "
+                         f"{sl}, {sh}, {r1}")
+    return values
+
 # %% ../nbs/09_transforms.ipynb #ce04308c
 @TRANSFORMS.register
 class RandomErasing(_Op):
-    "PaddleClas's RandomErasing on the normalised CHW image: one rectangle filled with `mean`, a normal colour or noise."
+    "PaddleClas's RandomErasing on the normalised CHW image: a rectangle filled with `mean`, a normal colour or noise."
     keys = ("EPSILON", "sl", "sh", "r1", "mean", "attempt", "use_log_aspect", "mode")
-    def __init__(self, EPSILON=0.5, sl=0.02, sh=0.4, r1=0.3, mean=(0.0, 0.0, 0.0), attempt=100, use_log_aspect=False, mode="const"):
-        self.EPSILON, self.sl, self.sh, self.r1 = (parse_number(v, f"RandomErasing {k}", 0) for k, v in
-                                                  (("EPSILON", EPSILON), ("sl", sl), ("sh", sh), ("r1", r1)))
-        if not (self.EPSILON <= 1 and self.sl <= self.sh <= 1 and self.r1 > 0):
-            raise ValueError(f"RandomErasing needs 0 <= EPSILON <= 1, 0 <= sl <= sh <= 1 and r1 > 0, got {EPSILON}, {sl}, {sh}, {r1}")
+    def __init__(
+        self,
+        EPSILON=0.5,  # Probability of erasing
+        sl=0.02,  # Smallest area fraction of the rectangle
+        sh=0.4,  # Largest area fraction
+        r1=0.3,  # Aspect ratios from r1 to 1 / r1
+        mean=(0.0, 0.0, 0.0),  # Fill of mode "const", per channel of the normalised image
+        attempt=100,  # Tries to fit a rectangle before giving up
+        use_log_aspect=False,  # Draw the log of the aspect ratio uniformly
+        mode="const",  # "const" (`mean`), "rand" (one normal colour) or "pixel" (normal noise)
+    ):
+        self.EPSILON, self.sl, self.sh, self.r1 = _erasing_args(EPSILON, sl, sh, r1)
         self.mean = np.broadcast_to(np.asarray(mean, np.float32), (3,)).copy()
         self.attempt, self.use_log_aspect = check_int(attempt, "RandomErasing attempt"), bool(use_log_aspect)
         _refuse("RandomErasing", "mode", mode, ("const", "rand", "pixel"))
         self.mode, self.draws = mode, 1 + 2 * self.attempt + 2
         lo, hi = sorted((self.r1, 1 / self.r1))
         self.aspect = (np.log(lo), np.log(hi)) if self.use_log_aspect else (lo, hi)
-    def sample(self, u, hw):
-        return erasing_boxes(u, hw, self.EPSILON, self.sl, self.sh, self.aspect, self.use_log_aspect, self.attempt)
-    def apply(self, chw, p, key):
-        "Fill the rectangle `p` of one normalised CHW image in place; `key` = (seed, epoch, index) seeds the normals."
-        if not p[0]: return chw
-        t, l, h, w = p[1:].astype(int)
-        if self.mode == "const": fill = self.mean[:, None, None]
-        else: fill = np.random.default_rng(key).normal(size=(3, 1, 1) if self.mode == "rand" else (3, h, w)).astype(np.float32)
-        chw[:, t:t + h, l:l + w] = fill
-        return chw
+
+# %% ../nbs/09_transforms.ipynb #874ce8a1
+@patch
+def sample(self: RandomErasing, u, hw):
+    return erasing_boxes(u, hw, self.EPSILON, self.sl, self.sh, self.aspect, self.use_log_aspect, self.attempt)
+
+@patch
+def apply(self: RandomErasing, chw, p, key):
+    "Fill the rectangle `p` of one normalised CHW image in place; `key` = (seed, epoch, index) seeds the normals."
+    if not p[0]: return chw
+    top, left, h, w = p[1:].astype(int)
+    if self.mode == "const":
+        fill = self.mean[:, None, None]
+    else:
+        fill = np.random.default_rng(key).normal(size=(3, 1, 1) if self.mode == "rand" else (3, h, w))
+    chw[:, top:top + h, left:left + w] = fill.astype(np.float32)
+    return chw
 
 # %% ../nbs/09_transforms.ipynb #45d09532
 class Pipeline:
     "A decode, composed geometric ops, a normalisation and optional erasing, run as one `warp_normalize_batch` call."
-    def __init__(self, decode: DecodeImage, ops: list, normalize: NormalizeImage, post: list = ()):
+    def __init__(
+        self,
+        decode: DecodeImage,  # Makes uint8 H x W x 3 arrays of the inputs
+        ops: list,  # The geometric ops, in chain order
+        normalize: NormalizeImage,  # The normalisation, fused into the warp
+        post: list = (),  # Ops on the normalised batch: RandomErasing (ToCHWImage, which changes nothing, is dropped)
+    ):
         self.decode, self.ops, self.normalize = decode, list(ops), normalize
         self.post = [op for op in post if not isinstance(op, ToCHWImage)]
         self.draws = sum(op.draws for op in self.ops + self.post)
 
-    @classmethod
-    def from_config(cls, transform_ops: list):
-        "Build from a PaddleClas `transform_ops` list of one-key mappings `{OpName: {args}}`."
-        if not isinstance(transform_ops, (list, tuple)) or not transform_ops:
-            raise ValueError(f"transform_ops must be a non-empty list, got {transform_ops!r}")
-        built = []
-        for i, entry in enumerate(transform_ops):
-            if not isinstance(entry, dict) or len(entry) != 1:
-                raise ValueError(f"transform_ops[{i}] must be a mapping with one op name, got {entry!r}")
-            (name, cfg), = entry.items()
-            built.append(TRANSFORMS.get(name).from_config(cfg))
-        return cls._split(built)
-
 # %% ../nbs/09_transforms.ipynb #10c8c3b7
-@classmethod
-def _split(cls, built: list):
+@patch(cls_method=True)
+def _split(cls: Pipeline, built: list):
     "Check the order decode, geometric ops, NormalizeImage, then ToCHWImage/RandomErasing, and build the Pipeline."
     names = [type(op).__name__ for op in built]
     if names[0] != "DecodeImage": raise ValueError(f"transform_ops must start with DecodeImage, got {names[0]}")
@@ -319,14 +435,49 @@ def _split(cls, built: list):
         if name not in ("ToCHWImage", "RandomErasing"):
             raise ValueError(f"only ToCHWImage and RandomErasing may follow NormalizeImage, got {name}")
     return cls(built[0], built[1:k], built[k], built[k + 1:])
-Pipeline._split = _split
+
+# %% ../nbs/09_transforms.ipynb #99fa8fd3
+def _build_op(i: int, entry) -> _Op:
+    "The op of `transform_ops[i]`, a mapping `{OpName: {args}}`."
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise ValueError(f"transform_ops[{i}] must be a mapping with one op name, got {entry!r}")
+    (name, cfg), = entry.items()
+    return TRANSFORMS.get(name).from_config(cfg)
+
+# %% ../nbs/09_transforms.ipynb #3a02e08e
+@patch(cls_method=True)
+def from_config(
+    cls: Pipeline,
+    transform_ops: list,  # PaddleClas `transform_ops`: one-key mappings `{OpName: {args}}`
+) -> Pipeline:
+    "Build from a PaddleClas `transform_ops` list of one-key mappings `{OpName: {args}}`."
+    if not isinstance(transform_ops, (list, tuple)) or not transform_ops:
+        raise ValueError(f"transform_ops must be a non-empty list, got {transform_ops!r}")
+    return cls._split([_build_op(i, entry) for i, entry in enumerate(transform_ops)])
 
 # %% ../nbs/09_transforms.ipynb #bb2d1bfc
-Pipeline.reduce_to = property(lambda self: self.ops[0].hw if self.ops and isinstance(self.ops[0], ResizeImage) else None)
-Pipeline.output_hw = property(lambda self: self.ops[-1].hw if self.ops and isinstance(self.ops[-1], ResizeImage) else None)
+@patch(as_prop=True)
+def reduce_to(self: Pipeline):
+    "(h, w) of the first op when it is a resize, to which a JPEG may be decoded reduced; else None."
+    return self.ops[0].hw if self.ops and isinstance(self.ops[0], ResizeImage) else None
 
-def _sample_params(self, indices, src_hw, seed: int = 0, epoch: int = 0, copies=None) -> list:
-    "Every op's parameters for samples `indices` of sizes `src_hw` ([B, 2]); `copies` default: `copy_numbers(indices)`."
+# %% ../nbs/09_transforms.ipynb #46446d26
+@patch(as_prop=True)
+def output_hw(self: Pipeline):
+    "(h, w) of every output when the chain ends with a resize; else None."
+    return self.ops[-1].hw if self.ops and isinstance(self.ops[-1], ResizeImage) else None
+
+# %% ../nbs/09_transforms.ipynb #fba68f1e
+@patch
+def sample_params(
+    self: Pipeline,
+    indices,  # Dataset index of each sample
+    src_hw,  # [B, 2] (height, width) of each decoded image
+    seed: int = 0,  # Seed of the run
+    epoch: int = 0,  # Epoch
+    copies=None,  # Copy number of each sample in its batch; None: `copy_numbers(indices)`
+) -> list:  # Each op's [B, ...] parameters, in chain order
+    "Every op's parameters for the samples `indices` of sizes `src_hw`."
     hw = np.asarray(src_hw, np.int64).reshape(-1, 2)
     copies = copy_numbers(indices) if copies is None else copies
     u, params, start = sample_uniforms(seed, epoch, indices, self.draws, copies), [], 0
@@ -335,31 +486,26 @@ def _sample_params(self, indices, src_hw, seed: int = 0, epoch: int = 0, copies=
         start += op.draws
         if op.geometric: hw = op.forward(params[-1], hw)[1]
     return params
-Pipeline.sample_params = _sample_params
 
 # %% ../nbs/09_transforms.ipynb #a10cdf27
 def _inside(to_frame, frame_hw, to_input, input_hw, out_hw) -> np.ndarray:
     "[B] bool: the clamped output box of each sample lies inside the input frame (its window changes nothing)."
     h, w = out_hw
     corners = np.array([[0, w - 1, 0, w - 1], [0, 0, h - 1, h - 1], [1, 1, 1, 1]], np.float64)
-    uv = to_frame @ corners                                            # [B, 2, 4]
-    lo = np.clip(uv.min(2), 0, frame_hw[:, ::-1] - 1); hi = np.clip(uv.max(2), 0, frame_hw[:, ::-1] - 1)
-    box = np.stack([np.stack([lo[:, 0], hi[:, 0], lo[:, 0], hi[:, 0]], 1), np.stack([lo[:, 1], lo[:, 1], hi[:, 1], hi[:, 1]], 1),
-                    np.ones((len(lo), 4))], 1)
+    uv = to_frame @ corners  # [B, 2, 4]
+    lo = np.clip(uv.min(2), 0, frame_hw[:, ::-1] - 1)
+    hi = np.clip(uv.max(2), 0, frame_hw[:, ::-1] - 1)
+    box = np.stack([np.stack([lo[:, 0], hi[:, 0], lo[:, 0], hi[:, 0]], 1),
+                    np.stack([lo[:, 1], lo[:, 1], hi[:, 1], hi[:, 1]], 1), np.ones((len(lo), 4))], 1)
     xy = to_input @ box
-    return ((xy[:, 0] >= 0) & (xy[:, 0] <= input_hw[:, 1:] - 1) & (xy[:, 1] >= 0) & (xy[:, 1] <= input_hw[:, :1] - 1)).all(1)
+    return ((xy[:, 0] >= 0) & (xy[:, 0] <= input_hw[:, 1:] - 1)
+            & (xy[:, 1] >= 0) & (xy[:, 1] <= input_hw[:, :1] - 1)).all(1)
 
-# %% ../nbs/09_transforms.ipynb #478da3d7
-def _geometry(self, params: list, src_hw):
-    "(output → source maps [B, 2, 3], clip windows [B, K, 16] (rows of zeros unused), output (h, w)) of the ops with `params`."
-    hws, maps = [np.asarray(src_hw, np.int64).reshape(-1, 2)], []
-    for op, p in zip(self.ops, params):
-        m, hw = op.forward(p, hws[-1])
-        maps.append(m); hws.append(hw)
-    if len(np.unique(hws[-1], axis=0)) > 1:
-        raise ValueError(f"the samples come out with different sizes {np.unique(hws[-1], axis=0).tolist()}: end the chain with a ResizeImage")
-    out_hw, B = tuple(int(v) for v in hws[-1][0]), len(hws[0])
-    fill_ops = [(j, f) for j, f in enumerate(op.fills(p) for op, p in zip(self.ops, params)) if f is not None]
+# %% ../nbs/09_transforms.ipynb #b00835d0
+def _fill_windows(ops, params, maps, hws, out_hw) -> np.ndarray:
+    "[B, K, 16] clip windows, one per op that paints black, rows of zeros where a sample needs none."
+    B = len(hws[0])
+    fill_ops = [(j, f) for j, f in enumerate(op.fills(p) for op, p in zip(ops, params)) if f is not None]
     windows = np.zeros((B, len(fill_ops), 16))  # rows of zeros: no window (see `augment.check_windows`)
     for k, (j, fills) in enumerate(fill_ops):
         if not fills.any(): continue
@@ -367,25 +513,63 @@ def _geometry(self, params: list, src_hw):
         to_frame, to_input = np.broadcast_to(to_frame, (B, 2, 3)), compose(maps[j])
         keep = fills & ~_inside(to_frame, hws[j + 1], to_input, hws[j], out_hw)
         windows[keep, k] = clip_window(to_frame, hws[j + 1], to_input, hws[j])[keep]
-    return compose(*maps) if maps else np.broadcast_to(np.eye(3)[:2], (B, 2, 3)).copy(), windows, out_hw
-Pipeline.geometry = _geometry
+    return windows
+
+# %% ../nbs/09_transforms.ipynb #80721d09
+def _forward_all(ops, params, src_hw) -> tuple:
+    "`(maps, sizes, out_hw)`: each op's forward maps, the sizes before and after each op, the common output size."
+    hws, maps = [np.asarray(src_hw, np.int64).reshape(-1, 2)], []
+    for op, p in zip(ops, params):
+        m, hw = op.forward(p, hws[-1])
+        maps.append(m)
+        hws.append(hw)
+    sizes = np.unique(hws[-1], axis=0)
+    if len(sizes) > 1:
+        raise ValueError(f"the samples come out with different sizes {sizes.tolist()}: end the chain with a "
+                         "ResizeImage")
+    return maps, hws, tuple(int(v) for v in sizes[0])
+
+# %% ../nbs/09_transforms.ipynb #478da3d7
+@patch
+def geometry(
+    self: Pipeline,
+    params: list,  # Each op's parameters, from `sample_params`
+    src_hw,  # [B, 2] (height, width) of each decoded image
+) -> tuple:  # (output -> source maps [B, 2, 3], clip windows [B, K, 16], output (h, w))
+    "The composed map of each sample, the clip windows of the ops that paint black, and the output size."
+    maps, hws, out_hw = _forward_all(self.ops, params, src_hw)
+    windows = _fill_windows(self.ops, params, maps, hws, out_hw)
+    identity = np.broadcast_to(np.eye(3)[:2], (len(hws[0]), 2, 3)).copy()
+    return compose(*maps) if maps else identity, windows, out_hw
 
 # %% ../nbs/09_transforms.ipynb #db5714e1
-def _decode_all(self, images) -> list:
+def _decode_all(pipeline, images) -> list:
+    "The batch's images, decoded by the pipeline's `decode`."
     if isinstance(images, np.ndarray) and images.ndim == 4: images = list(images)
-    imgs = [self.decode(im, i) for i, im in enumerate(images)]
+    imgs = [pipeline.decode(im, i) for i, im in enumerate(images)]
     if not imgs: raise ValueError("images is empty")
     return imgs
 
+# %% ../nbs/09_transforms.ipynb #5ef7147a
 def _indices(indices, n: int) -> np.ndarray:
+    "The dataset indices of a batch of `n`: `indices`, or 0..n-1 if None."
     idx = np.arange(n) if indices is None else np.asarray(list(indices), np.int64)
     if len(idx) != n: raise ValueError(f"{n} images but {len(idx)} indices")
     return idx
 
-def _call(self, images, indices=None, seed: int = 0, epoch: int = 0, num_threads: int = None, copies=None,
-          out=None) -> np.ndarray:
-    """The batch [B, 3, H, W] float32 (in `out` if given); `indices` (default 0..B-1) are the samples' dataset indices,
-    `copies` their copy numbers (default `copy_numbers(indices)`; give them when a batch is built in parts)."""
+# %% ../nbs/09_transforms.ipynb #717f63c0
+@patch
+def __call__(
+    self: Pipeline,
+    images,  # Encoded bytes or decoded uint8 H x W x 3 arrays, or a [B, H, W, 3] array
+    indices=None,  # The samples' dataset indices; None: 0..B-1
+    seed: int = 0,  # Seed of the run
+    epoch: int = 0,  # Epoch
+    num_threads: int = None,  # Threads of the warp; None: `core.default_num_threads()`
+    copies=None,  # The samples' copy numbers; None: `copy_numbers(indices)` (give them for a batch built in parts)
+    out=None,  # A float32 C-contiguous [B, 3, H, W] array to fill; None: a new one
+) -> np.ndarray:  # [B, 3, H, W] float32 (`out` if given)
+    "The batch, decoded, warped, normalised and erased, with random parameters drawn from (seed, epoch, index, copy)."
     imgs = _decode_all(self, images)
     idx = _indices(indices, len(imgs))
     params = self.sample_params(idx, [im.shape[:2] for im in imgs], seed, epoch, copies)
@@ -396,11 +580,19 @@ def _call(self, images, indices=None, seed: int = 0, epoch: int = 0, num_threads
     for op, p in zip(self.post, params[len(self.ops):]):
         for b in np.flatnonzero(p[:, 0] if p.shape[1] else []): op.apply(out[b], p[b], (seed, epoch, int(idx[b])))
     return out
-Pipeline.__call__ = _call
-Pipeline.__repr__ = lambda self: f"Pipeline({self.decode!r}, {self.ops!r}, {self.normalize!r}, {self.post!r})"
+
+# %% ../nbs/09_transforms.ipynb #79174361
+@patch
+def __repr__(self: Pipeline): return f"Pipeline({self.decode!r}, {self.ops!r}, {self.normalize!r}, {self.post!r})"
 
 # %% ../nbs/09_transforms.ipynb #325a3eb7
-def reference_pipeline(pipeline: Pipeline, images, indices=None, seed: int = 0, epoch: int = 0) -> np.ndarray:
+def reference_pipeline(
+    pipeline: Pipeline,  # The pipeline whose ops and parameters to use
+    images,  # As for `pipeline(...)`
+    indices=None,  # As for `pipeline(...)`
+    seed: int = 0,  # As for `pipeline(...)`
+    epoch: int = 0,  # As for `pipeline(...)`
+) -> np.ndarray:  # [B, 3, H, W] float32
     "The same samples as `pipeline(...)`, with the same parameters, applied op by op with OpenCV/NumPy (for tests)."
     imgs = _decode_all(pipeline, images)
     idx = _indices(indices, len(imgs))
@@ -409,7 +601,9 @@ def reference_pipeline(pipeline: Pipeline, images, indices=None, seed: int = 0, 
     for b, im in enumerate(imgs):
         for op, p in zip(pipeline.ops, params): im = op.apply(im, p[b])
         chw = np.ascontiguousarray(pipeline.normalize.apply(im))
-        for op, p in zip(pipeline.post, params[len(pipeline.ops):]): chw = op.apply(chw, p[b], (seed, epoch, int(idx[b])))
+        for op, p in zip(pipeline.post, params[len(pipeline.ops):]):
+            chw = op.apply(chw, p[b], (seed, epoch, int(idx[b])))
         out.append(chw)
-    if len({o.shape for o in out}) > 1: raise ValueError("the samples come out with different sizes: end the chain with a ResizeImage")
+    if len({o.shape for o in out}) > 1:
+        raise ValueError("the samples come out with different sizes: end the chain with a ResizeImage")
     return np.stack(out)

@@ -34,3 +34,31 @@ def chromium(tmp_path_factory):
         assert r.returncode == 0, f"chromium failed ({r.returncode}):\n{r.stderr[-3000:]}"
         return r.stdout
     return run
+
+
+def compare_network_gradients(layer_class, paddle_forward, min_layers: int) -> dict:
+    """Gradients of every parameter of `PPLCNetV2_small` computed with the compiled `layer_class`, after checking
+    that it has at least `min_layers` of them and that the gradients equal those with `paddle_forward` (Paddle's
+    own convolution) as the layers' forward. Paddle is imported here, not by every test session."""
+    import numpy as np
+    import paddle
+    from feature_extraction.backbone import PPLCNetV2_small
+    paddle.seed(0)
+    model = PPLCNetV2_small(class_num=4)
+    model.eval()  # no dropout, so both passes compute the same function
+    assert sum(isinstance(layer, layer_class) for layer in model.sublayers()) >= min_layers
+    x = paddle.rand([2, 3, 32, 32])
+    model(x).mean().backward()
+    ours = {n: p.grad.numpy().copy() for n, p in model.named_parameters() if p.grad is not None}
+    model.clear_gradients()
+    original = layer_class.forward
+    layer_class.forward = paddle_forward
+    try:
+        model(x).mean().backward()
+    finally:
+        layer_class.forward = original
+    theirs = {n: p.grad.numpy() for n, p in model.named_parameters() if p.grad is not None}
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        np.testing.assert_allclose(ours[name], theirs[name], rtol=2e-3, atol=2e-4, err_msg=name)
+    return ours

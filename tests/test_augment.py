@@ -108,7 +108,8 @@ def test_out_buffer():
     buf = np.full((4, 3) + out, np.nan, np.float32)
     assert warp_normalize_batch(imgs, mats, out, out=buf) is buf
     np.testing.assert_array_equal(buf, warp_normalize_batch(imgs, mats, out))
-    for bad in (np.zeros((4, 3) + out), np.zeros((3, 3) + out, np.float32), np.zeros((4, 3, out[1], out[0]), np.float32).transpose(0, 1, 3, 2)):
+    transposed = np.zeros((4, 3, out[1], out[0]), np.float32).transpose(0, 1, 3, 2)
+    for bad in (np.zeros((4, 3) + out), np.zeros((3, 3) + out, np.float32), transposed):
         with pytest.raises(ValueError, match="out must be a C-contiguous float32 array"):
             warp_normalize_batch(imgs, mats, out, out=bad)
 
@@ -117,15 +118,17 @@ def test_windows_match_reference():
     "Pad/crop/rotate windows on noise: the kernel (fast runs, black runs, slow pixels) against cv2 + NumPy weights."
     rng = np.random.default_rng(11)
     for border in ("constant", "replicate"):
-        imgs = [rng.integers(0, 256, (int(rng.integers(8, 60)), int(rng.integers(8, 60)), 3), np.uint8) for _ in range(8)]
+        imgs = [rng.integers(0, 256, (int(rng.integers(8, 60)), int(rng.integers(8, 60)), 3), np.uint8)
+                for _ in range(8)]
         maps, wins = [], []
         for im in imgs:
             hw = im.shape[:2]
             pad, top, left = int(rng.integers(0, 8)), int(rng.integers(0, 8)), int(rng.integers(0, 8))
             rot = rotation_map(float(rng.uniform(-90, 90)), (hw[0] + 2 * pad, hw[1] + 2 * pad))
             maps.append(compose(pad_map(pad), rot, crop_map(top, left)))
-            wins.append([clip_window(compose(rot, crop_map(top, left)), (hw[0] + 2 * pad, hw[1] + 2 * pad), compose(pad_map(pad)), hw),
-                         clip_window(compose(crop_map(top, left)), (hw[0] + 2 * pad, hw[1] + 2 * pad), compose(rot), (hw[0] + 2 * pad, hw[1] + 2 * pad))])
+            padded = (hw[0] + 2 * pad, hw[1] + 2 * pad)
+            wins.append([clip_window(compose(rot, crop_map(top, left)), padded, compose(pad_map(pad)), hw),
+                         clip_window(compose(crop_map(top, left)), padded, compose(rot), padded)])
         got = warp_normalize_batch(imgs, np.stack(maps), (30, 40), 0, 1, 1, border=border, windows=wins, num_threads=1)
         want = reference_warp_normalize_batch(imgs, np.stack(maps), (30, 40), 0, 1, 1, border=border, windows=wins)
         assert np.abs(got - want).max() <= 1

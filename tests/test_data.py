@@ -185,7 +185,8 @@ def test_greyscale_alpha_16bit():
     bgra[:60, :, 3] = 255                          # top opaque, bottom fully transparent
     img = decode_image(cv2.imencode(".png", bgra)[1].tobytes())
     assert np.array_equal(img[:60], sample_bgr()[:60, :, ::-1]) and (img[60:] == 255).all()
-    half = np.zeros((1, 1, 4), np.uint8); half[..., 3] = 128  # black at alpha 128 -> 127
+    half = np.zeros((1, 1, 4), np.uint8)
+    half[..., 3] = 128  # black at alpha 128 -> 127
     assert decode_image(cv2.imencode(".png", half)[1].tobytes()).tolist() == [[[127, 127, 127]]]
     bgr16 = (sample_bgr().astype(np.uint16) << 8) | 0xFF
     img = decode_image(cv2.imencode(".png", bgr16)[1].tobytes())
@@ -197,7 +198,8 @@ def test_greyscale_alpha_16bit():
 def test_reduced_jpeg_decoding():
     big = cv2.imencode(".jpg", cv2.resize(sample_bgr(), (3000, 2000)))[1].tobytes()
     cases = {None: (2000, 3000), (224, 224): (250, 375), (250, 375): (250, 375), (251, 375): (500, 750),
-             (500, 700): (500, 750), (501, 700): (1000, 1500), (600, 600): (1000, 1500), (1001, 10): (2000, 3000), (2000, 3000): (2000, 3000)}
+             (500, 700): (500, 750), (501, 700): (1000, 1500), (600, 600): (1000, 1500), (1001, 10): (2000, 3000),
+             (2000, 3000): (2000, 3000)}
     for reduce_to, hw in cases.items():
         assert decode_image(big, reduce_to=reduce_to).shape == (*hw, 3), reduce_to
     small = decode_image(big, reduce_to=(224, 224))

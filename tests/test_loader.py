@@ -25,9 +25,9 @@ from feature_extraction.transforms import Pipeline
 
 # Random geometric ops at a small size, so that tests of the loader's logic are fast and still check that every
 # sample's parameters follow its index
-SMALL_OPS = [{"DecodeImage": {"to_rgb": True}}, {"ResizeImage": {"size": [36, 36]}}, {"RandFlipImage": {"flip_code": 1}},
-             {"Pad": {"padding": 2}}, {"RandCropImageV2": {"size": [36, 36]}}, {"ResizeImage": {"size": [32, 32]}},
-             {"NormalizeImage": {}}]
+SMALL_OPS = [{"DecodeImage": {"to_rgb": True}}, {"ResizeImage": {"size": [36, 36]}},
+             {"RandFlipImage": {"flip_code": 1}}, {"Pad": {"padding": 2}}, {"RandCropImageV2": {"size": [36, 36]}},
+             {"ResizeImage": {"size": [32, 32]}}, {"NormalizeImage": {}}]
 BAD_NAMES = ["truncated.jpg", "empty.jpg", "text.jpg", "missing.jpg"]
 
 
@@ -68,9 +68,11 @@ def loader_threads():
 
 # ---- DistributedBatchSampler
 
-@pytest.mark.parametrize("n, world, batch, shuffle", [(10, 3, 4, False), (5031, 4, 64, True), (7, 8, 2, True), (1, 1, 5, False)])
+@pytest.mark.parametrize("n, world, batch, shuffle",
+                         [(10, 3, 4, False), (5031, 4, 64, True), (7, 8, 2, True), (1, 1, 5, False)])
 def test_ranks_are_disjoint_and_cover_everything(n, world, batch, shuffle):
-    samplers = [DistributedBatchSampler(range(n), batch, shuffle=shuffle, seed=3, rank=r, world_size=world) for r in range(world)]
+    samplers = [DistributedBatchSampler(range(n), batch, shuffle=shuffle, seed=3, rank=r, world_size=world)
+                for r in range(world)]
     for s in samplers: s.set_epoch(2)
     shares = [[i for b in s for i in b] for s in samplers]
     assert sorted(sum(shares, [])) == list(range(n))
@@ -96,7 +98,8 @@ def test_shuffle_is_one_permutation_per_epoch():
 
 
 def test_drop_last_and_empty_shares():
-    assert list(DistributedBatchSampler(range(10), 4, drop_last=True, rank=0, world_size=1)) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    dropped = DistributedBatchSampler(range(10), 4, drop_last=True, rank=0, world_size=1)
+    assert list(dropped) == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert list(DistributedBatchSampler(range(10), 4, rank=0, world_size=1))[-1] == [8, 9]
     s = DistributedBatchSampler(range(2), 4, rank=0, world_size=3)
     assert (len(s), list(s)) == (0, [])
@@ -115,10 +118,13 @@ def test_built_from_the_eval_config_with_the_launchers_rank(shared, monkeypatch)
 def test_sampler_argument_errors():
     with pytest.raises(ValueError, match="batch_size must be a positive integer"): DistributedBatchSampler(range(4), 0)
     with pytest.raises(ValueError, match="seed must be an integer >= 0"): DistributedBatchSampler(range(4), 2, seed=-1)
-    with pytest.raises(ValueError, match="rank must be in 0..world_size - 1 = 1"): DistributedBatchSampler(range(4), 2, rank=2, world_size=2)
-    with pytest.raises(ValueError, match="world_size must be a positive integer"): DistributedBatchSampler(range(4), 2, rank=0, world_size=0)
+    with pytest.raises(ValueError, match="rank must be in 0..world_size - 1 = 1"):
+        DistributedBatchSampler(range(4), 2, rank=2, world_size=2)
+    with pytest.raises(ValueError, match="world_size must be a positive integer"):
+        DistributedBatchSampler(range(4), 2, rank=0, world_size=0)
     with pytest.raises(TypeError, match="labels must have one entry per sample"): DistributedBatchSampler(5, 2)
-    with pytest.raises(ValueError, match="epoch must be an integer >= 0"): DistributedBatchSampler(range(4), 2).set_epoch(-1)
+    with pytest.raises(ValueError, match="epoch must be an integer >= 0"):
+        DistributedBatchSampler(range(4), 2).set_epoch(-1)
 
 
 # ---- batches
@@ -135,8 +141,8 @@ def test_batches_follow_the_sampler_and_can_be_rebuilt(icons_train, small_pipeli
     assert b.unique_ids is None and b.skipped == []
     np.testing.assert_array_equal(b.labels, icons_train.labels[b.indices])
     reduce_to = getattr(small_pipeline, "reduce_to", None)  # the loader decodes JPEGs reduced where the pipeline allows
-    rebuilt = small_pipeline([load_image(icons_train.paths[i], reduce_to) for i in b.indices], indices=b.indices.tolist(),
-                             seed=9, epoch=3)
+    rebuilt = small_pipeline([load_image(icons_train.paths[i], reduce_to) for i in b.indices],
+                             indices=b.indices.tolist(), seed=9, epoch=3)
     np.testing.assert_array_equal(rebuilt, b.images)
 
 
@@ -145,7 +151,8 @@ def test_unique_ids_come_along(shared, small_pipeline):
     sampler = DistributedBatchSampler(test_set.labels, 50, rank=3, world_size=4)
     batches = list(itertools.islice(BatchLoader(test_set, small_pipeline, sampler, num_workers=2, on_error="skip"), 3))
     start = 3 * len(test_set) // 4
-    np.testing.assert_array_equal(np.concatenate([b.unique_ids for b in batches]), test_set.unique_ids[start:start + 150])
+    ids = np.concatenate([b.unique_ids for b in batches])
+    np.testing.assert_array_equal(ids, test_set.unique_ids[start:start + 150])
     assert all(b.unique_ids.dtype == np.int64 for b in batches)
 
 
@@ -154,7 +161,8 @@ def test_same_batches_whatever_the_number_of_threads(mixed, small_pipeline, on_e
     dataset, _ = mixed
     def run(num_workers, prefetch):
         sampler = PKSampler(dataset.labels, batch_size=16, sample_per_id=4, seed=2)
-        loader = BatchLoader(dataset, small_pipeline, sampler, num_workers=num_workers, prefetch=prefetch, on_error=on_error)
+        loader = BatchLoader(dataset, small_pipeline, sampler, num_workers=num_workers, prefetch=prefetch,
+                             on_error=on_error)
         loader.set_epoch(1)
         return list(loader)
     one, many = run(1, 0), run(3, 5)
@@ -197,7 +205,8 @@ def test_replacement_keeps_the_label_structure_and_repeats(mixed, small_pipeline
 def test_replacement_outside_the_label_when_it_has_no_readable_image(tmp_path, shared, small_pipeline):
     root = shared / "datasets/icons"
     good = [line.split()[0] for line in (root / "train_list.txt").read_text().splitlines()[:3]]
-    (tmp_path / "list.txt").write_text(f"{good[0]} 0\n{good[1]} 0\n{tmp_path}/gone1.jpg 1\n{tmp_path}/gone2.jpg 1\n{good[2]} 2\n")
+    (tmp_path / "list.txt").write_text(f"{good[0]} 0\n{good[1]} 0\n{tmp_path}/gone1.jpg 1\n{tmp_path}/gone2.jpg 1\n"
+                                       f"{good[2]} 2\n")
     dataset = ImageNetDataset(root, tmp_path / "list.txt", check_files=False)
     batch = next(iter(BatchLoader(dataset, small_pipeline, [[2, 3]], num_workers=1)))
     assert set(batch.indices.tolist()) <= {0, 1, 4} and len(batch) == 2
@@ -276,7 +285,8 @@ def test_out_of_range_index_is_named_after_the_batches_before_it(icons_train, sm
 
 def test_a_sampler_error_is_raised_in_turn(icons_train, small_pipeline):
     def sampler():
-        yield [0, 1]; yield [2]
+        yield [0, 1]
+        yield [2]
         raise KeyError("the sampler broke")
     seen = []
     with pytest.raises(KeyError, match="the sampler broke"):
@@ -288,13 +298,16 @@ def test_argument_errors(icons_train, small_pipeline):
     s = [[0]]
     with pytest.raises(ValueError, match="on_error must be 'replace' or 'skip', got 'ignore'"):
         BatchLoader(icons_train, small_pipeline, s, on_error="ignore")
-    with pytest.raises(ValueError, match="prefetch must be an integer >= 0, got -1"): BatchLoader(icons_train, small_pipeline, s, prefetch=-1)
+    with pytest.raises(ValueError, match="prefetch must be an integer >= 0, got -1"):
+        BatchLoader(icons_train, small_pipeline, s, prefetch=-1)
     with pytest.raises(ValueError, match=r"num_workers \(or None\) must be a positive integer, got 0"):
         BatchLoader(icons_train, small_pipeline, s, num_workers=0)
     with pytest.raises(ValueError, match="num_workers"): BatchLoader(icons_train, small_pipeline, s, num_workers=True)
-    with pytest.raises(ValueError, match="seed must be an integer >= 0"): BatchLoader(icons_train, small_pipeline, s, seed=-2)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        BatchLoader(icons_train, small_pipeline, s, seed=-2)
     with pytest.raises(TypeError, match="pipeline must be callable"): BatchLoader(icons_train, "Resize", s)
-    with pytest.raises(ValueError, match="epoch must be an integer >= 0"): BatchLoader(icons_train, small_pipeline, s).set_epoch(1.5)
+    with pytest.raises(ValueError, match="epoch must be an integer >= 0"):
+        BatchLoader(icons_train, small_pipeline, s).set_epoch(1.5)
     with pytest.raises(ValueError, match="not a list of integer indices"):
         next(iter(BatchLoader(icons_train, small_pipeline, [[0.0, 1.0]])))
     loader = BatchLoader(icons_train, small_pipeline, DistributedBatchSampler(icons_train.labels, 100))
@@ -314,7 +327,8 @@ def slow_pipeline(small_pipeline):
 
 def test_threads_end_after_break(icons_train, slow_pipeline):
     baseline = threading.active_count()
-    loader = BatchLoader(icons_train, slow_pipeline, DistributedBatchSampler(icons_train.labels, 4), num_workers=3, prefetch=3)
+    loader = BatchLoader(icons_train, slow_pipeline, DistributedBatchSampler(icons_train.labels, 4), num_workers=3,
+                         prefetch=3)
     for i, _ in enumerate(loader):
         assert loader_threads()  # the pool is running while iterating
         if i == 2: break
@@ -344,7 +358,8 @@ def test_threads_end_when_the_iterator_is_dropped(icons_train, slow_pipeline):
 CTRL_C_CHILD = textwrap.dedent("""
     import faulthandler, signal, sys, threading, time
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for every thread's stack if we hang
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal: a background launch (nohup, some CI) ignores it
+    # as in a terminal: a background launch (nohup, some CI) ignores it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import feature_extraction.loader as loader_module
     from feature_extraction.data import ImageNetDataset
     from feature_extraction.transforms import Pipeline
@@ -380,12 +395,16 @@ def test_ctrl_c_stops_a_loader_promptly(shared, tmp_path):
         child.send_signal(signal.SIGINT)
         try: out, err = child.communicate(timeout=20)
         except subprocess.TimeoutExpired:
-            child.send_signal(signal.SIGUSR1); time.sleep(1); child.kill()
+            child.send_signal(signal.SIGUSR1)
+            time.sleep(1)
+            child.kill()
             out, err = child.communicate()
             pytest.fail(f"the child did not stop within 20 s of Ctrl-C. Its output:\n{out}\nIts threads:\n{err}")
         elapsed = time.monotonic() - sent
     finally:
-        if child.poll() is None: child.kill(); child.wait()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
     assert "interrupted with 1 thread(s)" in out, (out, err)
     assert "batch" not in out and "KeyboardInterrupt" in err and child.returncode != 0
     assert elapsed < 3, f"the process took {elapsed:.1f} s to stop after Ctrl-C"

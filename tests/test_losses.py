@@ -12,7 +12,8 @@ from feature_extraction.losses import (LOSSES, CELoss, CombinedLoss, TripletAngu
                                        hardest_pairs, reference_triplet_angular_margin_loss, similarity_matrix)
 
 KEY = "TripletAngularMarginLoss"
-SHITU = dict(margin=0.5, normalize_feature=True, add_absolute=True, absolute_loss_weight=0.1, ap_value=0.8, an_value=0.4)
+SHITU = dict(margin=0.5, normalize_feature=True, add_absolute=True, absolute_loss_weight=0.1, ap_value=0.8,
+             an_value=0.4)
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,8 @@ def ref(shared):
 
 @pytest.fixture(scope="module")
 def config(shared):
-    return yaml.safe_load((shared / "reference" / "paddleclas" / "GeneralRecognitionV2_PPLCNetV2_base.yaml").read_text())
+    path = shared / "reference" / "paddleclas" / "GeneralRecognitionV2_PPLCNetV2_base.yaml"
+    return yaml.safe_load(path.read_text())
 
 
 def taml(x, y, **kw):
@@ -60,13 +62,14 @@ def test_taml_default_differs_by_partial_fraction():
 
 @pytest.mark.parametrize("compat", [True, False])
 def test_gradients_match_paddleclas(ref, compat):
-    f = paddle.to_tensor(ref["features"], stop_gradient=False)
-    l = paddle.to_tensor(ref["logits"], stop_gradient=False)
+    features = paddle.to_tensor(ref["features"], stop_gradient=False)
+    logits = paddle.to_tensor(ref["logits"], stop_gradient=False)
     y = paddle.to_tensor(ref["labels"])
-    out = {"features": f, "logits": l}
-    (CELoss(0.1)(out, y)["CELoss"] + TripletAngularMarginLoss(**SHITU, paddleclas_compat=compat)(out, y)[KEY]).backward()
-    np.testing.assert_allclose(f.grad.numpy(), ref["grad_features"], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(l.grad.numpy(), ref["grad_logits"], rtol=0, atol=1e-5)
+    out = {"features": features, "logits": logits}
+    taml_loss = TripletAngularMarginLoss(**SHITU, paddleclas_compat=compat)
+    (CELoss(0.1)(out, y)["CELoss"] + taml_loss(out, y)[KEY]).backward()
+    np.testing.assert_allclose(features.grad.numpy(), ref["grad_features"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(logits.grad.numpy(), ref["grad_logits"], rtol=0, atol=1e-5)
 
 
 def test_labels_as_column_int32(ref):
@@ -96,8 +99,8 @@ def batch(draw, max_classes=8, max_count=6, max_dim=8):
 
 def near_an_threshold(x, y, kw):
     "Whether some hardest negative is within rounding of an_value, where the compat term jumps by 1."
-    s_ap, s_an, valid = (t.numpy() for t in hardest_pairs(similarity_matrix(paddle.to_tensor(x), kw["normalize_feature"]),
-                                                          paddle.to_tensor(y)))
+    sim = similarity_matrix(paddle.to_tensor(x), kw["normalize_feature"])
+    s_ap, s_an, valid = (t.numpy() for t in hardest_pairs(sim, paddle.to_tensor(y)))
     return bool(np.any(valid & (np.abs(s_an - kw["an_value"]) < 1e-4 * max(1.0, np.abs(s_an).max()))))
 
 
@@ -137,8 +140,10 @@ def test_taml_gradient_equals_oracle_finite_differences(arg):
     TripletAngularMarginLoss(**kw)(xt, paddle.to_tensor(y))[KEY].backward()
     h, num = 1e-7 * max(1.0, np.abs(x).max()), np.zeros_like(x)
     for idx in np.ndindex(x.shape):
-        e = np.zeros_like(x); e[idx] = h
-        num[idx] = (reference_triplet_angular_margin_loss(x + e, y, **kw) - reference_triplet_angular_margin_loss(x - e, y, **kw)) / (2 * h)
+        e = np.zeros_like(x)
+        e[idx] = h
+        up = reference_triplet_angular_margin_loss(x + e, y, **kw)
+        num[idx] = (up - reference_triplet_angular_margin_loss(x - e, y, **kw)) / (2 * h)
     assert xt.grad.dtype == paddle.float64
     np.testing.assert_allclose(xt.grad.numpy(), num, rtol=1e-4, atol=1e-6 * max(1.0, np.abs(num).max()))
 
@@ -163,7 +168,8 @@ DEGENERATE = {
 def test_degenerate_batches_finite(name, compat, reduction):
     x, y, expect = DEGENERATE[name]
     xt = paddle.to_tensor(x, stop_gradient=False)
-    loss = TripletAngularMarginLoss(**SHITU, paddleclas_compat=compat, reduction=reduction)(xt, paddle.to_tensor(y))[KEY]
+    taml_loss = TripletAngularMarginLoss(**SHITU, paddleclas_compat=compat, reduction=reduction)
+    loss = taml_loss(xt, paddle.to_tensor(y))[KEY]
     loss.backward()  # also when no anchor is valid: the zero loss is connected to the graph
     assert np.isfinite(float(loss)) and xt.grad is not None and np.isfinite(xt.grad.numpy()).all()
     want = reference_triplet_angular_margin_loss(x, y, **SHITU, paddleclas_compat=compat, reduction=reduction)
@@ -173,12 +179,12 @@ def test_degenerate_batches_finite(name, compat, reduction):
 
 
 def test_combined_loss_degenerate_batch_backward():
-    f = paddle.to_tensor(X8, stop_gradient=False)
-    l = paddle.to_tensor(np.random.default_rng(2).normal(size=(8, 5)).astype(np.float32), stop_gradient=False)
+    features = paddle.to_tensor(X8, stop_gradient=False)
+    logits = paddle.to_tensor(np.random.default_rng(2).normal(size=(8, 5)).astype(np.float32), stop_gradient=False)
     loss = CombinedLoss([(CELoss(0.1), 1.0), (TripletAngularMarginLoss(**SHITU), 1.0)])
-    out = loss({"features": f, "logits": l}, paddle.to_tensor([3] * 8))
+    out = loss({"features": features, "logits": logits}, paddle.to_tensor([3] * 8))
     out["loss"].backward()
-    assert float(out[KEY]) == 0.0 and np.isfinite(f.grad.numpy()).all() and np.abs(l.grad.numpy()).max() > 0
+    assert float(out[KEY]) == 0.0 and np.isfinite(features.grad.numpy()).all() and np.abs(logits.grad.numpy()).max() > 0
 
 
 # --- configs ------------------------------------------------------------------------------------------------
@@ -192,13 +198,15 @@ def test_build_loss_from_paddleclas_yaml(config, ref):
                paddle.to_tensor(ref["labels"]))
     assert list(out) == ["CELoss", KEY, "loss"]
     assert abs(float(out["CELoss"]) - float(ref["celoss"])) <= 1e-5
-    assert abs(float(out[KEY]) - (float(ref["taml"]) - 0.1)) <= 1e-5  # default: 0, not PaddleClas's 1, per satisfied anchor
+    # default: 0, not PaddleClas's 1, per satisfied anchor
+    assert abs(float(out[KEY]) - (float(ref["taml"]) - 0.1)) <= 1e-5
     assert abs(float(out["loss"]) - float(out["CELoss"]) - float(out[KEY])) <= 1e-6
     assert build_loss(config["Loss"]["Eval"]).parts[0].epsilon is None
 
 
 def test_weights_scale_parts(ref):
-    out = build_loss([{"CELoss": {"weight": 2.0, "epsilon": 0.1}}])(paddle.to_tensor(ref["logits"]), paddle.to_tensor(ref["labels"]))
+    loss = build_loss([{"CELoss": {"weight": 2.0, "epsilon": 0.1}}])
+    out = loss(paddle.to_tensor(ref["logits"]), paddle.to_tensor(ref["labels"]))
     assert abs(float(out["CELoss"]) - 2 * float(ref["celoss"])) <= 1e-5 and float(out["loss"]) == float(out["CELoss"])
 
 
@@ -208,7 +216,7 @@ def test_weights_scale_parts(ref):
      "loss entry 1 (TripletAngularMarginLoss): every loss needs a 'weight'"),
     ([{"CELoss": None}], "every loss needs a 'weight'"),
     ([{"ArcLoss": {"weight": 1.0}}], "unknown loss 'ArcLoss'; known: CELoss, TripletAngularMarginLoss"),
-    ([{"CELoss": {"weight": 1.0, "eps": 0.1}}], "loss entry 0 (CELoss): CELoss: unknown config key 'eps'; known: epsilon"),
+    ([{"CELoss": {"weight": 1.0, "eps": 0.1}}], "loss entry 0 (CELoss): CELoss: unknown key eps; known: epsilon"),
     ([{"TripletAngularMarginLoss": {"weight": 1.0, "reduction": "none"}}], "reduction must be 'mean' or 'sum'"),
     ([{"CELoss": {"weight": None}}], "weight must be a finite number"),
     ([{"CELoss": {"weight": 1.0}}, {"CELoss": {"weight": 1.0}}], "two losses named 'CELoss'"),

@@ -117,7 +117,8 @@ def test_larger_case_and_string_labels():
 def test_zero_vectors_do_not_divide_by_zero():
     g = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     st_ = ranking_stats([[0.0, 0.0]], g, [1], [1, 0, 1])  # all scores 0: ties broken by index
-    np.testing.assert_array_equal(st_["first_rank"], [1]); np.testing.assert_array_equal(st_["last_rank"], [3])
+    np.testing.assert_array_equal(st_["first_rank"], [1])
+    np.testing.assert_array_equal(st_["last_rank"], [3])
     assert np.allclose(l2_normalize(np.zeros((2, 3), np.float32)), 0)
 
 

@@ -133,7 +133,9 @@ def test_several_classes_per_batch_follow_successive_sampling(seed):
     incl = np.zeros(6)
     for order in permutations(range(6), 3):
         pr, left = 1.0, 1.0
-        for i in order: pr *= p[i] / left; left -= p[i]
+        for i in order:
+            pr *= p[i] / left
+            left -= p[i]
         incl[list(order)] += pr
     counts = class_counts(s, 1000)
     assert chi2_z(counts, counts.sum() / 3 * incl) < 5
@@ -144,7 +146,8 @@ def test_several_classes_per_batch_follow_successive_sampling(seed):
 def test_id_list_ratio_up_weights_class_positions(method):
     s = PKSampler(LABELS, 4, 4, method, id_list=[2, 5, 10, 10], ratio=[4, 2.5], seed=7, rank=0, world_size=1)
     weight = np.ones(20) if method == "id_avg_prob" else s.sizes.astype(float)
-    weight[2:6] *= 4; weight[10] *= 2.5
+    weight[2:6] *= 4
+    weight[10] *= 2.5
     np.testing.assert_allclose(s.prob_list, weight / weight.sum())
     counts = class_counts(s, 60)
     assert chi2_z(counts, counts.sum() * s.prob_list) < 5
@@ -186,7 +189,8 @@ def test_ranks_draw_different_streams():
 def test_rank_from_launcher_environment(monkeypatch):
     labels = np.repeat(np.arange(200), 5)
     assert distributed_env() == (0, 1)
-    monkeypatch.setenv("PADDLE_TRAINER_ID", "1"); monkeypatch.setenv("PADDLE_TRAINERS_NUM", "4")
+    monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
+    monkeypatch.setenv("PADDLE_TRAINERS_NUM", "4")
     s = PKSampler(labels, 64, 4)  # resolved when iterated, not when built
     assert distributed_env() == (1, 4) and s.ranks() == (1, 4)
     assert list(s) == stream(labels, rank=1, world_size=4)
@@ -202,8 +206,10 @@ def test_set_epoch_is_reproducible_and_changes_the_order():
     s = PKSampler(labels, 64, 4)
     first = list(s)
     assert list(s) == first  # without set_epoch an iteration repeats the epoch
-    s.set_epoch(1); assert list(s) != first
-    s.set_epoch(0); assert list(s) == first
+    s.set_epoch(1)
+    assert list(s) != first
+    s.set_epoch(0)
+    assert list(s) == first
     assert stream(labels, 0, seed=1) != first
     assert stream(labels, 3, shuffle=False) == first  # shuffle=False: the same batches every epoch
 
@@ -224,8 +230,10 @@ def test_len_follows_paddle_distributed_batch_sampler():
     (dict(batch_size=256, sample_per_id=0), "sample_per_id must be a positive integer, got 0"),
     (dict(batch_size=256, sample_per_id=4.0), "sample_per_id must be a positive integer"),
     (dict(batch_size=0, sample_per_id=4), "batch_size must be a positive integer"),
-    (dict(batch_size=254, sample_per_id=4), "batch_size (254) must be a multiple of sample_per_id (4), since a batch is P classes x 4 images: use 252 or 256"),
-    (dict(batch_size=1024, sample_per_id=4), "the data has 150 classes; with sample_per_id=4 the largest batch is 600: use batch_size <= 600, a multiple of 4"),
+    (dict(batch_size=254, sample_per_id=4),
+     "batch_size (254) must be a multiple of sample_per_id (4), since a batch is P classes x 4 images: use 252 or 256"),
+    (dict(batch_size=1024, sample_per_id=4),
+     "the data has 150 classes; with sample_per_id=4 the largest batch is 600: use batch_size <= 600, a multiple of 4"),
     (dict(batch_size=8, sample_per_id=4, sample_method="random"), "unknown sample_method 'random'; known: id_avg_prob"),
     (dict(batch_size=8, sample_per_id=4, id_list=[0, 3]), "id_list and ratio go together"),
     (dict(batch_size=8, sample_per_id=4, id_list=[0, 3, 5], ratio=[2]), "pairs [start, end, start, end, ...]"),

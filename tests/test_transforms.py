@@ -6,8 +6,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from feature_extraction.transforms import (NormalizeImage, Pipeline, RandomErasing, parse_number, reference_pipeline,
-                                           sample_uniforms)
+from feature_extraction.transforms import (DecodeImage, NormalizeImage, Pipeline, RandomErasing, RandomRotation,
+                                           parse_number, reference_pipeline, sample_uniforms)
 
 LEVELS = {"NormalizeImage": {"scale": 1, "mean": [0, 0, 0], "std": [1, 1, 1]}}  # outputs in 8-bit levels
 # derandomize: the same examples in every run, so that CI is reproducible (a failure found once stays found)
@@ -58,16 +58,20 @@ def chains(draw, resample: bool):
         kind = draw(st.sampled_from(kinds))
         if kind == "flip": ops.append({"RandFlipImage": {"flip_code": draw(st.sampled_from([1, 0, -1]))}})
         elif kind == "pad":
-            p = draw(st.integers(0, 8)); ops.append({"Pad": {"padding": p, "backend": "cv2"}}); hw = (hw[0] + 2 * p, hw[1] + 2 * p)
+            p = draw(st.integers(0, 8))
+            ops.append({"Pad": {"padding": p, "backend": "cv2"}})
+            hw = (hw[0] + 2 * p, hw[1] + 2 * p)
         elif kind == "crop":
             ch, cw = draw(st.integers(max(2, hw[0] // 2), hw[0])), draw(st.integers(max(2, hw[1] // 2), hw[1]))
-            ops.append({"RandCropImageV2": {"size": [cw, ch]}}); hw = (ch - 1, cw - 1)
+            ops.append({"RandCropImageV2": {"size": [cw, ch]}})
+            hw = (ch - 1, cw - 1)
         elif kind == "resize":
             rh, rw = draw(st.integers(112, 192)), draw(st.integers(112, 192))
-            ops.append({"ResizeImage": {"size": [rw, rh], "interpolation": "bilinear", "backend": "cv2"}}); hw = (rh, rw)
+            ops.append({"ResizeImage": {"size": [rw, rh], "interpolation": "bilinear", "backend": "cv2"}})
+            hw = (rh, rw)
         else:
-            ops.append({"RandomRotation": {"prob": draw(st.sampled_from([0.5, 1.0])), "degrees": draw(st.integers(0, 90)),
-                                           "interpolation": "bilinear"}})
+            ops.append({"RandomRotation": {"prob": draw(st.sampled_from([0.5, 1.0])),
+                                           "degrees": draw(st.integers(0, 90)), "interpolation": "bilinear"}})
     if resample: ops.append({"ResizeImage": {"size": [128, 128], "interpolation": "bilinear"}})
     return (h, w), [{"DecodeImage": {"to_rgb": True}}] + ops + [LEVELS], draw(st.integers(0, 2**31))
 
@@ -166,10 +170,34 @@ def test_config_errors(config):
     with pytest.raises(ValueError, match="divides by zero"): parse_number("1/0", "scale")
     with pytest.raises(ValueError, match="interpolation='bicubic' is not supported"):
         Pipeline.from_config([ops[0], {"ResizeImage": {"size": 8, "interpolation": "bicubic"}}, ops[2]])
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match="ResizeImage: unknown key colour; known: size, resize_short, interpolation"):
         Pipeline.from_config([ops[0], {"ResizeImage": {"size": 8, "colour": 1}}, ops[2]])
     with pytest.raises(ValueError, match="RandomErasing may not come between"):
         Pipeline.from_config([ops[0], {"RandomErasing": {"EPSILON": 0.5}}, ops[2]])
     with pytest.raises(ValueError, match="different sizes"):
         Pipeline.from_config([ops[0], LEVELS])([np.zeros((4, 4, 3), np.uint8), np.zeros((5, 4, 3), np.uint8)])
-    assert parse_number("1.0/255.0", "scale") == 1 / 255 and isinstance(Pipeline.from_config(ops).normalize, NormalizeImage)
+    assert parse_number("1.0/255.0", "scale") == 1 / 255
+    assert isinstance(Pipeline.from_config(ops).normalize, NormalizeImage)
+
+
+def test_random_rotation_with_its_defaults_rotates():
+    "Only `degrees` has no default; the rest (bilinear, as PP-ShiTuV2's config asks) build an op that rotates."
+    rotation = RandomRotation(degrees=90)
+    assert (rotation.prob, rotation.interpolation, rotation.range) == (0.5, "bilinear", (-90.0, 90.0))
+    assert RandomRotation.from_config({"degrees": 90}).interpolation == "bilinear"
+    img = smooth_image(1, (64, 64))
+    pipe = Pipeline(DecodeImage(), [rotation], NormalizeImage(**LEVELS["NormalizeImage"]))
+    angles = pipe.sample_params(range(16), [img.shape[:2]] * 16, seed=2)[0][:, 0]
+    rotated = ~np.isnan(angles)
+    assert 0 < rotated.sum() < 16
+    out = pipe([img] * 16, seed=2)
+    chw = img.transpose(2, 0, 1).astype(np.float32)
+    np.testing.assert_array_equal(out[~rotated], np.broadcast_to(chw, out[~rotated].shape))
+    want = np.stack([cv2.warpAffine(img, cv2.getRotationMatrix2D((32, 32), float(a), 1), (64, 64),
+                                    flags=cv2.INTER_LINEAR, borderValue=0) for a in angles[rotated]])
+    d = np.abs(out[rotated] - want.transpose(0, 3, 1, 2))
+    assert np.median(d) <= 1 and d.mean() < 2.5, (np.median(d), d.mean())
+    most = np.argmax(np.abs(angles[rotated]))
+    assert np.abs(out[rotated][most] - chw).mean() > 10  # it did turn the image
+    with pytest.raises(ValueError, match="interpolation='nearest' is not supported"):
+        RandomRotation(degrees=90, interpolation="nearest")
