@@ -6,11 +6,9 @@
 __all__ = ['GLOBAL_KEYS', 'AMP_KEYS', 'OPTIMIZER_KEYS', 'LR_KEYS', 'REGULARIZER_KEYS', 'DATA_KEYS', 'DATASET_KEYS',
            'SAMPLER_KEYS', 'LOADER_KEYS', 'EVAL_DATA_KEYS', 'DATA_LOADER_KEYS', 'METRICS', 'METRIC_KEYS', 'LOSS_KEYS',
            'ARCH_KEYS', 'SECTIONS', 'IGNORED_SECTIONS', 'key_path', 'ConfigError', 'ConfigWarning', 'parse_override',
-           'apply_overrides', 'validate_config', 'load_config', 'save_config', 'add_config_arguments',
-           'config_from_arguments']
+           'apply_overrides', 'validate_config', 'load_config', 'save_config']
 
 # %% ../nbs/11_config.ipynb #3b67b0b4
-import argparse
 import copy
 import json
 import numbers
@@ -444,17 +442,3 @@ def save_config(config: dict, path) -> Path:
         os.replace(tmp, path)
     except BaseException: tmp.unlink(missing_ok=True); raise
     return path
-
-# %% ../nbs/11_config.ipynb #82710467
-def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    "Add `-c/--config PATH` and `-o/--override KEY=VALUE [KEY=VALUE ...]` (repeatable) to `parser`."
-    parser.add_argument("-c", "--config", required=True, metavar="PATH", help="PaddleClas-schema YAML config file")
-    parser.add_argument("-o", "--override", dest="overrides", action="extend", nargs="+", default=[],
-                        metavar="KEY=VALUE", help="change config values, e.g. -o Global.epochs=10 "
-                        "DataLoader.Train.sampler.batch_size=64 (values are YAML; list items by index: "
-                        "Loss.Train.0.CELoss.weight=1.0)")
-    return parser
-
-def config_from_arguments(args: argparse.Namespace, *, require_eval: bool = None) -> dict:
-    "The checked config named by parsed `-c`/`-o` arguments."
-    return load_config(args.config, args.overrides, require_eval=require_eval)

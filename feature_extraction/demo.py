@@ -4,22 +4,20 @@
 
 # %% auto #0
 __all__ = ['demo_config', 'train_demo', 'export_demo', 'held_out_queries', 'search_demo', 'grid_queries', 'demo_report',
-           'run_demo', 'fe_demo']
+           'run_demo']
 
 # %% ../nbs/17_demo.ipynb #197406d4
-import argparse
 import copy
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError, load_config
+from .config import load_config
 from .data import demo_data, read_label_file
-from .engine import HEADLINE, Engine, metrics_line
+from .engine import HEADLINE, Engine
 from .gallery import Gallery, Item, SearchResults
 from .inference import FeatureExtractor, export_model, load_for_export, onnx_available, preprocess_ops
 from .plots import (Report, precision_recall, projection, read_history, recall_at_k, recall_over_epochs,
@@ -129,21 +127,3 @@ def run_demo(output_dir="fe_demo", overrides=(), say=print) -> dict:
                "epochs": engine.epochs, "seconds": round(seconds, 1), "report": str(report)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-# %% ../nbs/17_demo.ipynb #cb1cf5ff
-def fe_demo(argv=None) -> int:
-    "Command line: the demo (`fe_demo [--output DIR] [-o KEY=VALUE ...]`)."
-    parser = argparse.ArgumentParser(prog="fe_demo", description="Train, evaluate, export, extract, index and search on the "
-                                     "bundled icons-mini data, and write an HTML report.")
-    parser.add_argument("--output", default="fe_demo", metavar="DIR", help="output folder (default: ./fe_demo)")
-    parser.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="change the demo recipe, e.g. -o Global.epochs=5 (repeatable)")
-    args = parser.parse_args(argv)
-    try: s = run_demo(args.output, args.override)
-    except ConfigError as e: print(f"error: {e}", file=sys.stderr); return 1
-    except KeyboardInterrupt: print("\ninterrupted", file=sys.stderr); return 130
-    for name, key in (("raw pixels", "raw pixels"), ("untrained network", "untrained"), ("trained network", "trained")):
-        print(metrics_line(name, s[key]))
-    print(f"search: top-1 right for {s['search_top1']:.1%} of held-out queries; unknown below score {s['threshold']:.3f}")
-    print(f"done in {s['seconds'] / 60:.1f} min; report: {s['report']}")
-    return 0

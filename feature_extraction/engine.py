@@ -9,8 +9,7 @@ __all__ = ['HEADLINE', 'CHECKPOINT_PARTS', 'seed_everything', 'rng_states', 'set
            'evaluate_pixels', 'metrics_line', 'versus_pixels', 'held_out_classes', 'split_label_file',
            'apply_validation_split', 'optimizer_state', 'set_optimizer_state', 'save_checkpoint', 'load_checkpoint',
            'Engine', 'say', 'load_pretrained', 'resume', 'save', 'train_step', 'record', 'train', 'end_epoch',
-           'evaluate', 'model_metrics', 'exported_encoder', 'pixel_baseline', 'untrained_baseline', 'baselines',
-           'fe_train', 'fe_eval']
+           'evaluate', 'model_metrics', 'exported_encoder', 'pixel_baseline', 'untrained_baseline', 'baselines']
 
 # %% ../nbs/13_engine.ipynb #82841958
 import contextlib
@@ -23,7 +22,6 @@ import numbers
 import os
 import random
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -34,7 +32,7 @@ import numpy as np
 import paddle
 from paddle import nn
 
-from .config import ConfigError, add_config_arguments, config_from_arguments, save_config, validate_config
+from .config import ConfigError, save_config, validate_config
 from .backbone import set_cpu_threads
 from .core import check_int, default_num_threads
 from .data import DATASETS, _split_lines, read_label_file
@@ -621,55 +619,3 @@ def baselines(self, exported: bool = True) -> dict:
     return {"raw pixels": self.pixel_baseline(), "untrained network": self.untrained_baseline(exported)}
 
 Engine.pixel_baseline, Engine.untrained_baseline, Engine.baselines = pixel_baseline, untrained_baseline, baselines
-
-# %% ../nbs/13_engine.ipynb #a4a7cf54
-def _cli(prog: str, description: str, argv=None):
-    "(arguments, config), or (None, None) after printing why the config cannot be used."
-    import argparse
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    add_config_arguments(parser)
-    if prog == "fe_eval":
-        parser.add_argument("--json", metavar="FILE", help="also write the metrics to FILE as JSON")
-        parser.add_argument("--dygraph", action="store_true", help="compute features with the dygraph forward, not the exported model")
-        parser.add_argument("--baselines", action="store_true",
-                            help="also evaluate raw pixels and the untrained network, and print them beside the model")
-    args = parser.parse_args(argv)
-    try: return args, config_from_arguments(args, require_eval=True if prog == "fe_eval" else None)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr); return None, None
-
-def fe_train(argv=None) -> int:
-    "Command line: train from a config (`fe_train -c configs/GeneralRecognitionV2_PPLCNetV2_base.yaml -o Global.epochs=2`)."
-    args, config = _cli("fe_train", "Train a recognition model from a PaddleClas-schema config.", argv)
-    if config is None: return 1
-    try:
-        engine = Engine(config, "train")
-    except ConfigError as e:  # found while building, e.g. a validation split that leaves too few classes
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    try: best = engine.train()
-    except KeyboardInterrupt as e: print(f"\n{e}", file=sys.stderr); return 130
-    except FloatingPointError as e: print(f"error: {e}", file=sys.stderr); return 1
-    print(f"done: best recall1 {best['recall1']:.4f} at epoch {best['epoch']}; checkpoints in {engine.output_dir}")
-    return 0
-
-def fe_eval(argv=None) -> int:
-    "Command line: evaluate weights on the config's query and gallery sets and print recall1, recall5, mAP."
-    args, config = _cli("fe_eval", "Evaluate retrieval (recall@k, mAP) of trained weights.", argv)
-    if config is None: return 1
-    try:
-        engine = Engine(config, "eval")
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    metrics = engine.evaluate(exported=not args.dygraph)
-    shown = {k: v for k, v in metrics.items() if k != "skipped_images"}
-    for k, v in shown.items(): print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
-    for p in metrics["skipped_images"]: print(f"left out (unreadable): {p}")
-    if args.baselines:
-        found = engine.baselines(exported=not args.dygraph)
-        for name, values in (found | {"trained network": metrics}).items():
-            print(metrics_line(name, values))
-        metrics = metrics | {"baselines": found}
-    if args.json: Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
-    return 0

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['INDEX_TYPES', 'FORMAT_VERSION', 'METRIC', 'parse_index_type', 'default_index_type', 'make_index',
            'set_search_breadth', 'Item', 'Gallery', 'SearchResults', 'GalleryError', 'current_version',
-           'threshold_curve', 'index_parser', 'read_gallery_list', 'gallery_images', 'fe_index', 'fe_search']
+           'threshold_curve', 'read_gallery_list', 'gallery_images', 'new_gallery', 'gallery_info']
 
 # %% ../nbs/14_gallery.ipynb #67a6a17d
 import json
@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import sqlite3
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import logging
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its INFO lines reach the terminal once paddle has set up logging
 import faiss
 import numpy as np
+from fastcore.basics import patch
 
 from . import __version__
 from .core import check_int, resolve_num_threads
@@ -378,39 +378,7 @@ def _calibrate(self, features, labels, target_precision: float = None) -> dict:
 
 Gallery.calibrate = _calibrate
 
-# %% ../nbs/14_gallery.ipynb #a2c0ded8
-def _image_args(p, required_model: bool = False):
-    p.add_argument("inputs", nargs="*", help="image files, folders (recursive) and label files")
-    p.add_argument("--model", required=required_model, help="exported model folder (fe_export) to extract features with")
-    p.add_argument("--image-root", help="folder the paths in label files are relative to (default: each label file's folder)")
-    p.add_argument("--batch-size", type=int, default=32); p.add_argument("--num-threads", type=int)
-    p.add_argument("--device", default="auto")
-
-def index_parser():
-    import argparse
-    p = argparse.ArgumentParser(prog="fe_index", description="Build and maintain a searchable gallery of image features.")
-    sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="a new gallery from images (--model) or from fe_extract's output (--features)")
-    b.add_argument("index_dir"); _image_args(b)
-    b.add_argument("--features", help="an fe_extract output folder, instead of --model and images")
-    b.add_argument("--index-type", default="auto", help="Flat, IVF<n>,Flat, HNSW<m>, IVF<n>,PQ<m>, or auto (by size)")
-    b.add_argument("--overwrite", action="store_true", help="replace an existing gallery in INDEX_DIR")
-    a = sub.add_parser("add", help="add the images not indexed yet (by path and content), or an fe_extract output")
-    a.add_argument("index_dir"); _image_args(a); a.add_argument("--features")
-    r = sub.add_parser("remove", help="remove vectors by id, path or label")
-    r.add_argument("index_dir"); r.add_argument("--id", type=int, nargs="+", default=[])
-    r.add_argument("--path", nargs="+", default=[]); r.add_argument("--label", nargs="+", default=[])
-    i = sub.add_parser("info", help="what a gallery holds"); i.add_argument("index_dir"); i.add_argument("--json", action="store_true")
-    c = sub.add_parser("calibrate", help="choose the score threshold for 'unknown' from labelled query images")
-    c.add_argument("index_dir"); _image_args(c, required_model=True)
-    c.add_argument("--target-precision", type=float, help="the lowest threshold reaching this precision (default: best F1)")
-    return p
-
 # %% ../nbs/14_gallery.ipynb #4fb999da
-def _extractor(args):
-    from feature_extraction.inference import FeatureExtractor
-    return FeatureExtractor(args.model, args.device, args.num_threads, args.batch_size)
-
 def read_gallery_list(path, image_root=None):
     """The images of a gallery list: `path<TAB>label text` lines (the label may hold spaces), or PaddleClas label-file
     lines `path label [unique_id]` split on whitespace; paths relative to `image_root` (default: the list's folder)."""
@@ -438,99 +406,75 @@ def gallery_images(inputs, image_root=None):
     if not paths: raise ValueError("no images: give image files, folders or gallery lists after the index folder")
     return ImageList(paths, names=names)
 
-def _images(args): return gallery_images(args.inputs, args.image_root)
-
-def _add_from_args(g: Gallery, args) -> str:
-    if args.features:
-        if args.model or args.inputs: raise ValueError("give either --features or --model with images, not both")
-        return f"added {len(g.add_extraction(args.features))} vectors from {args.features}"
-    if not args.model: raise ValueError("give --model MODEL_DIR with images, or --features DIR (an fe_extract output)")
-    counts = g.add_images(_extractor(args), _images(args))
-    for path, reason in counts["failed"]: print(f"unreadable, not added: {path}: {reason}", file=sys.stderr)
-    return (f"added {counts['added']}, replaced {counts['replaced']} changed, {counts['unchanged']} already indexed, "
-            f"{len(counts['failed'])} unreadable")
-
-def _build(args) -> str:
-    root = Path(args.index_dir)
-    if (root/"CURRENT").exists() and not args.overwrite:
-        raise FileExistsError(f"{root} already holds a gallery: use `fe_index add`, or --overwrite to replace it")
-    if args.features:
-        size, fingerprint = np.load(Path(args.features)/"features.npy", mmap_mode="r").shape, None
-        m = Path(args.features)/"extract.json"
-        fingerprint = json.loads(m.read_text()).get("fingerprint") if m.exists() else None
-        n, dim = size
+# %% ../nbs/14_gallery.ipynb #e9620a32
+def new_gallery(
+    extractor=None,  # the `FeatureExtractor` whose features the gallery will hold
+    num_vectors: int = 0,  # how many it will hold at first, for the `auto` index type
+    features=None,  # instead of those two: an `fe_extract` output folder, which tells all three
+    index_type: str = "auto",  # a faiss index type (`make_index`), or auto: `default_index_type` of the size
+    num_threads: int = None,  # search threads (None: `resolve_num_threads`'s default)
+) -> Gallery:  # empty, for features of that size and model
+    "An empty gallery for the features of `extractor`, or of the `fe_extract` output folder `features`."
+    if features is not None:
+        num_vectors, feature_size = np.load(Path(features)/"features.npy", mmap_mode="r").shape
+        manifest = Path(features)/"extract.json"
+        fingerprint = json.loads(manifest.read_text()).get("fingerprint") if manifest.exists() else None
     else:
-        if not args.model: raise ValueError("give --model MODEL_DIR with images, or --features DIR (an fe_extract output)")
-        fx = _extractor(args); n, dim, fingerprint = len(_images(args)), fx.feature_size, fx.fingerprint
-    index_type = default_index_type(n, dim) if args.index_type == "auto" else args.index_type
-    g = Gallery(dim, index_type, fingerprint, args.num_threads)
-    said = _add_from_args(g, args)
-    g.save(root)
-    return f"{said}; gallery {root}: {g!r}"
+        feature_size, fingerprint = extractor.feature_size, extractor.fingerprint
+    index_type = default_index_type(num_vectors, feature_size) if index_type == "auto" else index_type
+    return Gallery(feature_size, index_type, fingerprint, num_threads)
 
-# %% ../nbs/14_gallery.ipynb #6e57f8c4
-def fe_index(argv=None) -> int:
-    "Command line: `fe_index build|add|remove|info|calibrate INDEX_DIR ...`."
-    parser = index_parser()
-    args, extra = parser.parse_known_args(argv)
-    # argparse gives a positional list met after an option (`build DIR --model M a.jpg`) to no one: take it as inputs
-    if extra and hasattr(args, "inputs") and not any(e.startswith("-") for e in extra): args.inputs += extra
-    elif extra: parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    try:
-        if args.command == "build": print(_build(args)); return 0
-        g = Gallery.load(args.index_dir, num_threads=getattr(args, "num_threads", None))
-        if args.command == "info":
-            info = g.header() | {"labels": len(g.labels()), "version": current_version(args.index_dir).name}
-            print(json.dumps(info, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in info.items()))
-            return 0
-        if args.command == "add": said = _add_from_args(g, args)
-        elif args.command == "remove":
-            gone = g.remove(args.id, args.path, args.label)
-            said = f"removed {len(gone)} vectors" + (f" (ids {', '.join(map(str, gone[:10]))}{', ...' if len(gone) > 10 else ''})" if len(gone) else "")
-        else:
-            fx, images = _extractor(args), _images(args)
-            if g.fingerprint and fx.fingerprint != g.fingerprint: raise GalleryError("--model is not the model this gallery was built with")
-            parts = list(fx.extract(images))
-            feats, kept = np.concatenate([f for _, f in parts]), np.concatenate([b.indices for b, _ in parts])
-            said = "calibrated: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in
-                                              g.calibrate(feats, [images.names[i] for i in kept], args.target_precision).items())
-        g.save(args.index_dir)
-        print(f"{said}; saved {current_version(args.index_dir).name}: {g!r}")
-        return 0
-    except (GalleryError, ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr); return 1
+# %% ../nbs/14_gallery.ipynb #9bbb66e4
+def _check_extractor(gallery: Gallery, extractor):
+    "Refuse an extractor of another model than the gallery's: features of two models cannot be compared."
+    if gallery.fingerprint and extractor.fingerprint != gallery.fingerprint:
+        raise GalleryError("the extractor's model is not the one this gallery was built with")
+    if extractor.feature_size != gallery.feature_size:
+        raise GalleryError(f"the extractor gives {extractor.feature_size}-d features, the gallery holds "
+                           f"{gallery.feature_size}-d")
 
-# %% ../nbs/14_gallery.ipynb #f79ee176
-def fe_search(argv=None) -> int:
-    "Command line: search a gallery with query images and print the top-k answers."
-    import argparse
-    p = argparse.ArgumentParser(prog="fe_search", description="Search a gallery (fe_index) with query images.")
-    p.add_argument("model_dir"); p.add_argument("index_dir"); p.add_argument("inputs", nargs="+")
-    p.add_argument("-k", type=int, default=5)
-    p.add_argument("--threshold", type=float, help="minimum score of an answer (default: the gallery's calibrated one)")
-    p.add_argument("--no-threshold", action="store_true", help="answer every query, however weak the match")
-    p.add_argument("--json", action="store_true"); p.add_argument("--image-root"); p.add_argument("--num-threads", type=int)
-    p.add_argument("--batch-size", type=int, default=32); p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
-    try:
-        from feature_extraction.inference import FeatureExtractor
-        fx = FeatureExtractor(args.model_dir, args.device, args.num_threads, args.batch_size)
-        g = Gallery.load(args.index_dir, fx.feature_size, fx.fingerprint, args.num_threads)
-        images = gallery_images(args.inputs, args.image_root)
-        threshold = None if args.no_threshold else args.threshold if args.threshold is not None else g.threshold
-        out = []
-        for batch, feats in fx.extract(images):
-            for _, path, reason in batch.skipped: print(f"unreadable, not searched: {path}: {reason}", file=sys.stderr)
-            if not len(feats): continue
-            res = g.search(feats, args.k, threshold)
-            for q, i in enumerate(batch.indices.tolist()):
-                answers = [r for r in res.rows() if r["query"] == q]
-                out.append({"query": images.paths[i], "unknown": bool(res.unknown[q]),
-                            "answers": [{k: v for k, v in r.items() if k != "query"} for r in answers]})
-    except (GalleryError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr); return 1
-    if args.json: print(json.dumps(out, indent=2, ensure_ascii=False)); return 0
-    for r in out:
-        print(f"{r['query']}" + ("\tunknown" + (f" (nothing scores >= {threshold:.4f})" if threshold is not None else "") if r["unknown"] else ""))
-        for a in r["answers"]: print(f"  {a['rank']}\t{a['score']:.4f}\t{a['label']}\t{a['path']}")
-    return 0
+@patch
+def calibrate_images(
+    self: Gallery,
+    extractor,  # the `FeatureExtractor` of the gallery's model
+    images,  # labelled queries (`gallery_images`), some of them of classes the gallery lacks
+    target_precision: float = None,  # as `calibrate`
+) -> dict:  # `calibrate`'s threshold and statistics
+    "`calibrate` on the features of `images` (the unreadable ones left out), extracted with `extractor`."
+    _check_extractor(self, extractor)
+    parts = list(extractor.extract(images))
+    features, kept = np.concatenate([f for _, f in parts]), np.concatenate([b.indices for b, _ in parts])
+    return self.calibrate(features, [images.names[i] for i in kept], target_precision)
+
+# %% ../nbs/14_gallery.ipynb #dd4c94fe
+@patch
+def search_images(
+    self: Gallery,
+    extractor,  # the `FeatureExtractor` of the gallery's model
+    images,  # the queries, an `ImageList` (`gallery_images`)
+    k: int = 5,  # answers per query
+    threshold: float = None,  # the lowest score of an answer (None: no limit)
+    on_skipped=None,  # called as `on_skipped(path, reason)` for each unreadable query
+) -> list:  # per readable query {"query": path, "unknown": bool, "answers": [{rank, score, id, label, path}]}
+    "Search the gallery with the features of `images`, batch by batch."
+    _check_extractor(self, extractor)
+    found = []
+    for batch, features in extractor.extract(images):
+        for _, path, reason in batch.skipped:
+            if on_skipped is not None: on_skipped(path, reason)
+        if not len(features): continue
+        results = self.search(features, k, threshold)
+        rows = results.rows()
+        for q, i in enumerate(batch.indices.tolist()):
+            answers = [{key: value for key, value in row.items() if key != "query"}
+                       for row in rows if row["query"] == q]
+            found.append({"query": images.paths[i], "unknown": bool(results.unknown[q]), "answers": answers})
+    return found
+
+# %% ../nbs/14_gallery.ipynb #853b7d28
+def gallery_info(
+    index_dir,  # a saved gallery
+) -> dict:  # its header, how many labels it has, and the name of its current version
+    "What a saved gallery holds, as `fe_index info` shows it."
+    gallery = Gallery.load(index_dir)
+    return gallery.header() | {"labels": len(gallery.labels()), "version": current_version(index_dir).name}

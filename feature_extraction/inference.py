@@ -7,8 +7,7 @@ __all__ = ['INFERENCE_FILES', 'PADDLECLAS_PREPROCESS', 'IMAGE_EXTENSIONS', 'Feat
            'file_digest', 'model_fingerprint', 'inference_metadata', 'quiet_export', 'to_onnx', 'export_model',
            'check_batch', 'PaddlePredictor', 'OnnxPredictor', 'read_inference_yml', 'resolve_device', 'onnx_available',
            'open_predictor', 'find_images', 'ImageList', 'FeatureExtractor', 'as_inputs', 'exported_predictor',
-           'load_for_export', 'fe_export', 'collect_inputs', 'write_atomic', 'write_tsv', 'read_tsv', 'Extraction',
-           'fe_extract']
+           'load_for_export', 'export_config', 'collect_inputs', 'write_atomic', 'write_tsv', 'read_tsv', 'Extraction']
 
 # %% ../nbs/12_inference.ipynb #dd26ccbb
 import contextlib
@@ -39,7 +38,6 @@ from .model import RecModel, build_model, load_weights
 from .data import ImageDecodeError, load_image, read_label_file
 from .transforms import Pipeline, parse_number
 from .loader import BatchLoader, UNREADABLE
-from .config import ConfigError, add_config_arguments, config_from_arguments
 
 # %% ../nbs/12_inference.ipynb #4d4977df
 class FeatureModel(nn.Layer):
@@ -390,26 +388,16 @@ def load_for_export(config: dict) -> RecModel:
     return model.eval()
 
 # %% ../nbs/12_inference.ipynb #bc8fe8f8
-def fe_export(argv=None) -> int:
-    "Command line: export trained weights as an inference model (`fe_export -c CONFIG -o Global.pretrained_model=PATH`)."
-    import argparse
-    parser = argparse.ArgumentParser(prog="fe_export", description="Export trained weights as a Paddle inference model "
-                                     "(inference.json, inference.pdiparams, inference.yml) for FeatureExtractor and fe_extract.")
-    add_config_arguments(parser)
-    parser.add_argument("--format", choices=("paddle", "onnx"), default="paddle", help="onnx: also write inference.onnx")
-    parser.add_argument("--no-reparameterize", action="store_true", help="keep the parallel Rep branches (for comparisons)")
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_arguments(args, require_eval=False)
-        model = load_for_export(config)
-        g, arch = config["Global"], config["Arch"]
-        out = export_model(model, g["save_inference_dir"], preprocess_ops(config), g.get("retrieval_feature_from", "features"),
-                           not args.no_reparameterize, ("paddle", "onnx") if args.format == "onnx" else ("paddle",),
-                           f"{arch['name']}/{arch['Backbone']['name']}")
-    except (ConfigError, ValueError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr); return 1
-    print(f"exported to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
-    return 0
+def export_config(
+    config: dict,  # a checked config; `Global.pretrained_model` names the weights
+    formats=("paddle",),  # ("paddle",), or ("paddle", "onnx") to also write inference.onnx
+    reparameterize: bool = True,  # fuse the parallel Rep branches (False: keep them, for comparisons)
+) -> Path:  # `Global.save_inference_dir`, now holding the exported model
+    "Export the weights of `Global.pretrained_model` with the config's evaluation transforms, as `fe_export` does."
+    g, arch = config["Global"], config["Arch"]
+    return export_model(load_for_export(config), g["save_inference_dir"], preprocess_ops(config),
+                        g.get("retrieval_feature_from", "features"), reparameterize, formats,
+                        f"{arch['name']}/{arch['Backbone']['name']}")
 
 # %% ../nbs/12_inference.ipynb #1f0b94a5
 def collect_inputs(inputs, image_root=None) -> ImageList:
@@ -534,36 +522,3 @@ def _finish(self) -> dict:
     return {"images": len(im), "features": len(kept), "failed": len(failed)}
 
 Extraction.finish = _finish
-
-# %% ../nbs/12_inference.ipynb #b307ea15
-def fe_extract(argv=None) -> int:
-    "Command line: features of images, folders and label files into OUT (features.npy, index.tsv, failed.tsv)."
-    import argparse
-    p = argparse.ArgumentParser(prog="fe_extract", description="Extract L2-normalised features with an exported model.")
-    p.add_argument("model_dir", help="a folder written by fe_export (or a PaddleClas inference package)")
-    p.add_argument("inputs", nargs="+", help="image files, folders (searched recursively) and label files")
-    p.add_argument("-o", "--output", required=True, help="output folder: features.npy, index.tsv, failed.tsv")
-    p.add_argument("--image-root", help="folder the paths in label files are relative to (default: each label file's folder)")
-    p.add_argument("--batch-size", type=int, default=32); p.add_argument("--chunk-size", type=int, default=4096)
-    p.add_argument("--device", default="auto"); p.add_argument("--num-threads", type=int)
-    p.add_argument("--backend", choices=("auto", "paddle", "onnx"), default="auto")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run into the same folder")
-    p.add_argument("--print", action="store_true", help="print each feature as PaddleClas's predict_rec.py does")
-    args = p.parse_args(argv)
-    try:
-        images = collect_inputs(args.inputs, args.image_root)
-        fx = FeatureExtractor(args.model_dir, args.device, args.num_threads, args.batch_size, args.backend)
-        ex = Extraction(fx, images, args.output, args.chunk_size)
-        if args.resume and ex.complete: print(f"{ex.out_dir} is complete: nothing to resume"); return 0
-        todo = ex.prepare(args.resume)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr); return 1
-    def show(batch, feats):
-        for i, f in zip(batch.indices.tolist(), feats): print(f"{Path(images.paths[i]).name}:\t{f}")
-    try: ex.run(todo, show if args.print else None, progress=not args.print)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished chunks are kept; continue with --resume", file=sys.stderr); return 130
-    counts = ex.finish()
-    print(f"{counts['features']} features of {counts['images']} images in {ex.out_dir / 'features.npy'}; "
-          f"{counts['failed']} unreadable (failed.tsv)", file=sys.stderr if args.print else sys.stdout)
-    return 0

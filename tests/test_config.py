@@ -1,9 +1,8 @@
 """Configs: the PaddleClas reference YAML and the copy in configs/ load unchanged and validate; `-o` overrides
 (scalars, nested keys, list indices, YAML-typed values) never evaluate anything; every kind of bad value is a problem
 naming the key path, the value and what is allowed, all reported together; unknown-key and new-key warnings; YAML
-errors with line and column; the atomic save round trip; the argparse helpers. The notebook nbs/11_config.ipynb
-explains the design."""
-import argparse
+errors with line and column; the atomic save round trip. The `-c`/`-o` command-line options are tested in
+tests/test_cli.py. The notebook nbs/11_config.ipynb explains the design."""
 import ast
 import builtins
 import copy
@@ -16,9 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
-from feature_extraction.config import (ConfigError, ConfigWarning, add_config_arguments, apply_overrides,
-                                       config_from_arguments, key_path, load_config, parse_override, save_config,
-                                       validate_config)
+from feature_extraction.config import (ConfigError, ConfigWarning, apply_overrides, key_path, load_config,
+                                       parse_override, save_config, validate_config)
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "GeneralRecognitionV2_PPLCNetV2_base.yaml"
@@ -566,26 +564,3 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk gone"):
         save_config({"a": 2}, path)
     assert yaml.safe_load(path.read_text()) == {"a": 1} and os.listdir(tmp_path) == ["c.yaml"]
-
-
-# --- argparse ----------------------------------------------------------------------------------------------------
-
-def test_arguments(reference):
-    parser = add_config_arguments(argparse.ArgumentParser(prog="fe_train"))
-    args = parser.parse_args(["-c", str(reference), "-o", "Global.epochs=2", "Global.device=cpu",
-                              "--override", "Global.seed=1", "-o", "DataLoader.Train.sampler.batch_size=8"])
-    assert args.overrides == ["Global.epochs=2", "Global.device=cpu", "Global.seed=1",
-                              "DataLoader.Train.sampler.batch_size=8"]
-    cfg = config_from_arguments(args)
-    assert (cfg["Global"]["epochs"], cfg["Global"]["device"], cfg["Global"]["seed"]) == (2, "cpu", 1)
-    assert cfg["DataLoader"]["Train"]["sampler"]["batch_size"] == 8
-    assert parser.parse_args(["--config", "x.yaml"]).overrides == []
-    assert parser.parse_args(["-c", "x.yaml"]).overrides == []  # the default list is not shared between parses
-    with pytest.raises(SystemExit):
-        parser.parse_args([])  # -c is required
-    with pytest.raises(SystemExit):
-        parser.parse_args(["-c", "x.yaml", "-o"])  # -o needs a value
-    bad = parser.parse_args(["-c", str(reference), "-o", "Global.epochs=zero"])
-    with pytest.raises(ConfigError, match=r"Global.epochs: must be an integer >= 1, got 'zero' \(str\) "
-                                          r"\(set by -o Global.epochs=zero\)"):
-        config_from_arguments(bad)

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from feature_extraction import engine as engine_module
-from feature_extraction.engine import Engine, fe_eval, fe_train, load_checkpoint
+from feature_extraction.cli import fe_eval, fe_train
+from feature_extraction.engine import Engine, load_checkpoint
 
 SIZE = 32
 
@@ -200,7 +201,7 @@ def test_data_parallel_two_processes(reference, lists, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(f"""
         import sys
-        from feature_extraction.engine import fe_train
+        from feature_extraction.cli import fe_train
         sys.exit(fe_train(["-c", {str(cfg)!r}]))
     """))
     r = subprocess.run([sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
@@ -220,7 +221,7 @@ def test_ctrl_c_saves_latest_and_exits(reference, lists, tmp_path):
     import signal, subprocess, sys, time
     cfg = tmp_path / "small.yaml"
     yaml.safe_dump(small_config(reference, lists, tmp_path / "out", epochs=50, eval_during_train=False), open(cfg, "w"))
-    proc = subprocess.Popen([sys.executable, "-c", f"import sys; from feature_extraction.engine import fe_train; "
+    proc = subprocess.Popen([sys.executable, "-c", f"import sys; from feature_extraction.cli import fe_train; "
                              f"sys.exit(fe_train(['-c', {str(cfg)!r}]))"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = tmp_path / "out/train.log"
     deadline = time.time() + 240

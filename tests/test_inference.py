@@ -13,9 +13,9 @@ import pytest
 import yaml
 
 from feature_extraction import engine as engine_module
-from feature_extraction.engine import Engine, fe_eval
-from feature_extraction.inference import (FeatureExtractor, export_model, fe_export, fe_extract, preprocess_ops,
-                                          read_tsv, load_for_export)
+from feature_extraction.cli import fe_eval, fe_export, fe_extract
+from feature_extraction.engine import Engine
+from feature_extraction.inference import FeatureExtractor, export_model, preprocess_ops, read_tsv, load_for_export
 from feature_extraction.metrics import retrieval_metrics
 from test_engine import set_eval_data, slice_list
 
@@ -67,6 +67,7 @@ def test_fe_extract_then_metrics_equals_fe_eval(setup, capsys):
 KILLER = """
 import os, signal, sys
 from feature_extraction import inference
+from feature_extraction.cli import fe_extract
 real = inference.write_atomic
 def write_atomic(path, write):
     if path.name == "000002.npz":  # die in the middle of writing the third chunk
@@ -74,7 +75,7 @@ def write_atomic(path, write):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(path, write)
 inference.write_atomic = write_atomic
-sys.exit(inference.fe_extract(sys.argv[1:]))
+sys.exit(fe_extract(sys.argv[1:]))
 """
 
 

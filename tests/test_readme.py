@@ -23,4 +23,4 @@ def test_readme_demo_command_is_installed():
     (command,) = readme_commands("Run the demo")
     assert command == 'pip install -e ".[cpu,dev]" && fe_demo'
     scripts = [line for line in (REPO / "settings.ini").read_text().splitlines() if line.startswith("console_scripts")]
-    assert "fe_demo=feature_extraction.demo:fe_demo" in scripts[0].split()
+    assert "fe_demo=feature_extraction.cli:fe_demo" in scripts[0].split()
