@@ -47,7 +47,7 @@ def extension(name: str) -> setuptools.Extension:
     )
 
 
-extensions = [extension("_retrieval"), extension("_augment"), extension("_decode"), extension("_depthwise"), extension("_pointwise")]
+extensions = [extension(name) for name in ("_retrieval", "_augment", "_decode", "_depthwise", "_pointwise")]
 
 setuptools.setup(
     name=cfg["lib_name"],
@@ -63,7 +63,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["feature_extraction", "feature_extraction.*"]),
     include_package_data=True,
     install_requires=reqs("requirements"),
-    extras_require={"dev": reqs("dev_requirements"), "cpu": reqs("cpu_requirements"), "onnx": reqs("onnx_requirements")},
+    extras_require={"dev": reqs("dev_requirements"), "cpu": reqs("cpu_requirements"),
+                    "onnx": reqs("onnx_requirements")},
     python_requires=">=" + min_python,
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -65,7 +65,8 @@ class PaddleClasChain:
             angle = random.uniform(-90, 90)
             hh, ww = img.shape[:2]
             M = cv2.getRotationMatrix2D((ww / 2, hh / 2), angle, 1)
-            img = cv2.warpAffine(img, M, (ww, hh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            img = cv2.warpAffine(img, M, (ww, hh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                 borderValue=0)
         img = cv2.resize(img, (224, 224), interpolation=cv2.INTER_LINEAR)            # ResizeImage
         img = (img.astype("float32") * self.scale - self.mean) / self.std             # NormalizeImage(hwc)
         return img.transpose((2, 0, 1))                                              # the dataset's transpose
@@ -130,7 +131,8 @@ def make_photos(folder: Path, count: int, seed: int = 0) -> Path:
         small = rng.uniform(0, 255, (12, 18, 3)).astype(np.float32)
         img = cv2.resize(small, (3000, 2000), interpolation=cv2.INTER_CUBIC)
         img += rng.normal(0, 6, img.shape).astype(np.float32)
-        cv2.imwrite(str(folder / f"photo_{i}.jpg"), np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        cv2.imwrite(str(folder / f"photo_{i}.jpg"), np.clip(img, 0, 255).astype(np.uint8),
+                    [cv2.IMWRITE_JPEG_QUALITY, 90])
         lines.append(f"photo_{i}.jpg {i % 8}")
     (folder / "list.txt").write_text("\n".join(lines) + "\n")
     return folder / "list.txt"
@@ -149,12 +151,12 @@ def photos_case(count: int) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=int, default=4965, help="icons to use per pass (of 4965)")
-    ap.add_argument("--rounds", type=int, default=5, help="alternating rounds of the icons case")
-    ap.add_argument("--photos", type=int, default=48, help="generated 3000x2000 photos")
-    ap.add_argument("--skip-photos", action="store_true")
-    args = ap.parse_args(argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=4965, help="icons to use per pass (of 4965)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the icons case")
+    parser.add_argument("--photos", type=int, default=48, help="generated 3000x2000 photos")
+    parser.add_argument("--skip-photos", action="store_true")
+    args = parser.parse_args(argv)
     cv2.setNumThreads(1)  # OpenCV's own thread pool would blur "one thread"
     from feature_extraction.core import compiled
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, OpenCV {cv2.__version__}, "

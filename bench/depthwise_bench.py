@@ -30,16 +30,18 @@ def paddle_forward(self, x):
 def images_per_second(model, opt, x, steps: int) -> float:
     t = time.perf_counter()
     for _ in range(steps):
-        model(x).mean().backward(); opt.step(); opt.clear_grad()
+        model(x).mean().backward()
+        opt.step()
+        opt.clear_grad()
     return steps * x.shape[0] / (time.perf_counter() - t)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=3, help="training steps per round and variant")
-    args = ap.parse_args()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all this process may use)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3, help="training steps per round and variant")
+    args = parser.parse_args()
     threads = backbone.set_cpu_threads(args.threads)
     backbone.set_cpu_threads(threads, paddle_threads=threads)  # Paddle's depthwise convolution gets the same threads
     print(f"CPU threads: {threads}")

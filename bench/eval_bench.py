@@ -61,7 +61,8 @@ def make_dataset(n: int, dim: int = DIM, noise: float = NOISE, seed: int = SEED,
     feats = np.empty((n, dim), np.float32)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        x = centres[labels[start:stop]] + np.float32(noise / np.sqrt(dim)) * rng.standard_normal((stop - start, dim), dtype=np.float32)
+        spread = np.float32(noise / np.sqrt(dim)) * rng.standard_normal((stop - start, dim), dtype=np.float32)
+        x = centres[labels[start:stop]] + spread
         feats[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return feats, labels, np.arange(n, dtype=np.int64)
 
@@ -213,7 +214,7 @@ def machine_info() -> dict:
     model = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), model)
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     except OSError:
         pass
     libs = [f"{i['user_api']}: {i.get('internal_api')} {i.get('version')} ({i.get('architecture', '-')}, "
@@ -240,17 +241,18 @@ def mark(ok: bool) -> str:
 
 def table_row(r: dict) -> str:
     """One Markdown table row of `bench_size`'s results."""
-    e, p, keys = r["engine"], r.get("paddle"), ("recall1", "recall5", "mAP")
+    engine, paddle, keys = r["engine"], r.get("paddle"), ("recall1", "recall5", "mAP")
     vs_m = r["engine_s"] / r["matmul_s"]
-    cells = [str(r["n"]), f"{r['engine_s']:.3f}", f"{r['matmul_s']:.3f}", f"{r['paddle_s']:.2f}" if p else "-"]
-    if p:
+    cells = [str(r["n"]), f"{r['engine_s']:.3f}", f"{r['matmul_s']:.3f}", f"{r['paddle_s']:.2f}" if paddle else "-"]
+    if paddle:
         vs_p = r["paddle_s"] / r["engine_s"]
         cells += [f"{vs_p:.1f}x ({mark(vs_p >= TARGET_VS_PADDLECLAS)})", f"{r['paddle_s'] / r['matmul_s']:.1f}x"]
     else: cells += ["-", "-"]
-    cells += [f"{vs_m:.2f}x ({mark(vs_m <= TARGET_VS_MATMUL)})", f"{r['cpu_util']:.2f} ({mark(r['cpu_util'] >= TARGET_CPU_UTIL)})"]
-    cells += [f"{e[k]:.4f} / {p[k]:.4f}" if p else f"{e[k]:.4f} / -" for k in keys]
-    if p:
-        diff = max(abs(e[k] - p[k]) for k in keys)
+    cells += [f"{vs_m:.2f}x ({mark(vs_m <= TARGET_VS_MATMUL)})",
+              f"{r['cpu_util']:.2f} ({mark(r['cpu_util'] >= TARGET_CPU_UTIL)})"]
+    cells += [f"{engine[k]:.4f} / {paddle[k]:.4f}" if paddle else f"{engine[k]:.4f} / -" for k in keys]
+    if paddle:
+        diff = max(abs(engine[k] - paddle[k]) for k in keys)
         cells.append(f"{mark(diff <= MATCH_TOL)} ({diff:.1e})")
     else: cells.append("-")
     return "| " + " | ".join(cells) + " |"
@@ -283,7 +285,8 @@ def print_table(rows: list, memory: dict, info: dict, threads: int) -> None:
               f"peak {memory['peak_mib']:.0f} MiB; target <= {MEMORY_TARGET_MIB} MiB: {mark(ok)}); "
               f"engine time {memory['seconds']:.2f} s, CPU/wall {memory['cpu_util']:.2f}, "
               f"recall1 {memory['recall1']:.4f}, mAP {memory['mAP']:.4f}"
-              + ("" if memory["hwm_reset"] else " (VmHWM could not be reset: baseline includes generation temporaries)"))
+              + ("" if memory["hwm_reset"]
+                 else " (VmHWM could not be reset: baseline includes generation temporaries)"))
     print(f"\nMachine: {info['cpu']}, {info['cores']} cores ({info['usable_cores']} usable), "
           f"Python {info['python']}, NumPy {info['numpy']}; CPUs busy with other work just before the run: "
           f"{info['busy']:.0%} (well above 0% means competing processes and noisy timings)")
@@ -308,20 +311,20 @@ def bench_size(n: int, threads: int, skip_paddleclas: bool) -> dict:
     print(f"breakdown   : {row['breakdown']}")
     if not skip_paddleclas:
         row["paddle"], row["paddle_s"] = paddleclas_method(feats, labels, ids, threads)
-        p = row["paddle"]
-        print(f"PaddleClas  : {row['paddle_s']:.2f} s (once), recall1 {p['recall1']:.4f}, "
-              f"recall5 {p['recall5']:.4f}, mAP {p['mAP']:.4f}")
+        paddle = row["paddle"]
+        print(f"PaddleClas  : {row['paddle_s']:.2f} s (once), recall1 {paddle['recall1']:.4f}, "
+              f"recall5 {paddle['recall5']:.4f}, mAP {paddle['mAP']:.4f}")
     return row
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000], help="values of Q = G")
-    p.add_argument("--threads", type=int, default=2, help="engine threads and BLAS threads")
-    p.add_argument("--skip-paddleclas", action="store_true", help="don't time PaddleClas's method")
-    p.add_argument("--skip-memory", action="store_true", help=f"don't run the Q = G = {MEMORY_SIZE} memory run")
-    p.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000], help="values of Q = G")
+    parser.add_argument("--threads", type=int, default=2, help="engine threads and BLAS threads")
+    parser.add_argument("--skip-paddleclas", action="store_true", help="don't time PaddleClas's method")
+    parser.add_argument("--skip-memory", action="store_true", help=f"don't run the Q = G = {MEMORY_SIZE} memory run")
+    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
 
 
 def main(argv=None) -> None:

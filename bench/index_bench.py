@@ -52,19 +52,21 @@ def bench(index_type: str, gallery: np.ndarray, queries: np.ndarray, exact, thre
     rows = [{"type": index_type, "build_s": build, "qps": qps, "recall10": recall, "ids": ids}]
     for ef in (EF_SWEEP if g.family == "HNSW" else ()):  # the same graph searched wider: recall bought with speed
         set_search_breadth(g.index, ef_search=ef)
-        t = time.perf_counter(); ids = g.search(queries, k=K).ids; qps = len(queries) / (time.perf_counter() - t)
+        t = time.perf_counter()
+        ids = g.search(queries, k=K).ids
+        qps = len(queries) / (time.perf_counter() - t)
         rows.append({"type": f"{index_type} (efSearch {ef})", "build_s": build, "qps": qps, "ids": ids,
                      "recall10": float(np.mean([len(set(a) & set(b)) / K for a, b in zip(ids, exact)]))})
     return rows
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    ap.add_argument("--types", nargs="+", default=["Flat", "IVF", "HNSW32", "IVFPQ"],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--types", nargs="+", default=["Flat", "IVF", "HNSW32", "IVFPQ"],
                     help="factory strings; IVF and IVFPQ mean the default lists for the size (with PQ64)")
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(argv)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
     ok, lines = True, ["| vectors | index type | build (s) | queries/s | recall@10 vs exact | vs Flat speed |",
                        "| --- | --- | --- | --- | --- | --- |"]
     for n in args.sizes:
@@ -79,7 +81,8 @@ def main(argv=None) -> int:
         for t in types:
             measured = bench(t, gallery, queries, flat["ids"], args.threads)
             for r in measured:
-                print(f"N={n} {r['type']}: build {r['build_s']:.1f} s, {r['qps']:.0f} q/s, recall@10 {r['recall10']:.4f}", flush=True)
+                print(f"N={n} {r['type']}: build {r['build_s']:.1f} s, {r['qps']:.0f} q/s, "
+                      f"recall@10 {r['recall10']:.4f}", flush=True)
             rows += measured
             if "PQ" not in t: ok &= max(r["recall10"] for r in measured) >= TARGET_RECALL
         lines += [f"| {n:,} | {r['type']} | {r['build_s']:.1f} | {r['qps']:.0f} | {r['recall10']:.4f} | "

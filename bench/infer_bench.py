@@ -24,7 +24,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +58,9 @@ def time_calls(fn, x, repeats: int) -> float:
     fn(x)
     times = []
     for _ in range(repeats):
-        t = time.perf_counter(); fn(x); times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
@@ -71,9 +72,12 @@ def bench_models(threads: int, rounds: int) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="infer_bench_models_"))
     rep = export_model(model, tmp / "rep", ops, formats=("paddle", "onnx"))
     unfused = export_model(model, tmp / "unfused", ops, reparameterize=False)
-    predictors = {"paddle, re-parameterised": PaddlePredictor(rep / "inference.json", rep / "inference.pdiparams", "cpu", threads),
+
+    def paddle_predictor(folder):
+        return PaddlePredictor(folder / "inference.json", folder / "inference.pdiparams", "cpu", threads)
+    predictors = {"paddle, re-parameterised": paddle_predictor(rep),
                   "onnxruntime, re-parameterised": OnnxPredictor(rep / "inference.onnx", "cpu", threads),
-                  "paddle, unfused": PaddlePredictor(unfused / "inference.json", unfused / "inference.pdiparams", "cpu", threads)}
+                  "paddle, unfused": paddle_predictor(unfused)}
     rng = np.random.default_rng(0)
     x1, x32 = rng.standard_normal((1, 3, 224, 224), np.float32), rng.standard_normal((32, 3, 224, 224), np.float32)
     lat, thr = {k: [] for k in predictors}, {k: [] for k in predictors}
@@ -81,43 +85,48 @@ def bench_models(threads: int, rounds: int) -> dict:
         for name, p in predictors.items():
             lat[name].append(time_calls(p, x1, 20) * 1000)
             thr[name].append(32 / time_calls(p, x32, 3))
-        print(f"round {r + 1}/{rounds}: " + ", ".join(f"{k} {lat[k][-1]:.1f} ms / {thr[k][-1]:.0f} img/s" for k in predictors),
-              flush=True)
+        print(f"round {r + 1}/{rounds}: "
+              + ", ".join(f"{k} {lat[k][-1]:.1f} ms / {thr[k][-1]:.0f} img/s" for k in predictors), flush=True)
     return lat, thr
 
 
 def bench_eval(workers: int) -> dict:
-    "Wall time and metrics of the `fe_eval` command (process start included), through the exported model and in dygraph."
-    import json, subprocess
+    "Wall time and metrics of `fe_eval` (process start included), through the exported model and in dygraph."
+    import json
+    import subprocess
     tmp = Path(tempfile.mkdtemp(prefix="infer_bench_eval_"))
     cfg = tmp / "config.yaml"
     yaml.safe_dump(reference_config(96, workers), open(cfg, "w"))
     out = {}
     for name, extra in (("exported", []), ("dygraph", ["--dygraph"])):
         t = time.perf_counter()
-        done = subprocess.run(["fe_eval", "-c", str(cfg), "--json", str(tmp / f"{name}.json"), *extra], capture_output=True, text=True)
+        done = subprocess.run(["fe_eval", "-c", str(cfg), "--json", str(tmp / f"{name}.json"), *extra],
+                              capture_output=True, text=True)
         if done.returncode: raise RuntimeError(f"fe_eval failed:\n{done.stderr[-3000:]}")
         out[name] = (time.perf_counter() - t, json.loads((tmp / f"{name}.json").read_text()))
         m = out[name][1]
-        print(f"fe_eval {name}: {out[name][0]:.1f} s, recall1 {m['recall1']:.4f}, recall5 {m['recall5']:.4f}, mAP {m['mAP']:.4f}",
-              flush=True)
+        print(f"fe_eval {name}: {out[name][0]:.1f} s, recall1 {m['recall1']:.4f}, recall5 {m['recall5']:.4f}, "
+              f"mAP {m['mAP']:.4f}", flush=True)
     return out
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--skip-models", action="store_true"); ap.add_argument("--skip-eval", action="store_true")
-    args = ap.parse_args(argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--skip-models", action="store_true")
+    parser.add_argument("--skip-eval", action="store_true")
+    args = parser.parse_args(argv)
     ok, lines = True, []
     if not args.skip_models:
         lat, thr = bench_models(args.threads, args.rounds)
         base = "paddle, unfused"
-        lines += [f"| model (224x224, {args.threads} threads) | batch-1 latency (ms) | batch-32 throughput (img/s) |", "| --- | --- | --- |"]
+        lines += [f"| model (224x224, {args.threads} threads) | batch-1 latency (ms) | batch-32 throughput (img/s) |",
+                  "| --- | --- | --- |"]
         lines += [f"| {k} | {statistics.median(lat[k]):.1f} | {statistics.median(thr[k]):.0f} |" for k in lat]
-        def ratio(a, b, values):  # median over rounds of the round's ratio a / b: a slow spell of the machine cancels out
-            return statistics.median(x / y for x, y in zip(values[a], values[b]))
+        # median over rounds of the round's ratio numerator / denominator: a slow spell of the machine cancels out
+        def ratio(numerator, denominator, values):
+            return statistics.median(x / y for x, y in zip(values[numerator], values[denominator]))
         rep, onnx = "paddle, re-parameterised", "onnxruntime, re-parameterised"
         checks = [("re-parameterised vs unfused Paddle, throughput", ratio(rep, base, thr), TARGET_REP),
                   ("re-parameterised vs unfused Paddle, latency", ratio(base, rep, lat), TARGET_REP),
@@ -129,12 +138,17 @@ def main(argv=None) -> int:
         res = bench_eval(args.threads)
         (te, me), (td, md) = res["exported"], res["dygraph"]
         diff = max(abs(me[k] - md[k]) for k in ("recall1", "recall5", "mAP"))
-        lines += ["", "| icons test set, 5031 images at 96x96 | seconds | recall1 | recall5 | mAP |", "| --- | --- | --- | --- | --- |",
-                  f"| `fe_eval` (exported model) | {te:.1f} | {me['recall1']:.4f} | {me['recall5']:.4f} | {me['mAP']:.4f} |",
-                  f"| `fe_eval --dygraph` | {td:.1f} | {md['recall1']:.4f} | {md['recall5']:.4f} | {md['mAP']:.4f} |", "",
-                  f"- exported vs dygraph: {td / te:.1f}x faster; largest metric difference {diff:.1e} (target <= {MATCH_TOL})",
-                  f"- exported vs PaddleClas's evaluation (~{PADDLECLAS_EVAL_SECONDS} s): {te / PADDLECLAS_EVAL_SECONDS:.3f} "
-                  f"of its time (target <= {TARGET_EVAL})"]
+        lines += ["",
+                  "| icons test set, 5031 images at 96x96 | seconds | recall1 | recall5 | mAP |",
+                  "| --- | --- | --- | --- | --- |",
+                  f"| `fe_eval` (exported model) | {te:.1f} | {me['recall1']:.4f} | {me['recall5']:.4f} "
+                  f"| {me['mAP']:.4f} |",
+                  f"| `fe_eval --dygraph` | {td:.1f} | {md['recall1']:.4f} | {md['recall5']:.4f} | {md['mAP']:.4f} |",
+                  "",
+                  f"- exported vs dygraph: {td / te:.1f}x faster; largest metric difference {diff:.1e} "
+                  f"(target <= {MATCH_TOL})",
+                  f"- exported vs PaddleClas's evaluation (~{PADDLECLAS_EVAL_SECONDS} s): "
+                  f"{te / PADDLECLAS_EVAL_SECONDS:.3f} of its time (target <= {TARGET_EVAL})"]
         ok &= diff <= MATCH_TOL and te <= TARGET_EVAL * PADDLECLAS_EVAL_SECONDS
     print("\n" + "\n".join(lines))
     print("\nall targets met" if ok else "\nSOME TARGETS NOT MET")

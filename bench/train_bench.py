@@ -14,7 +14,6 @@ and prints images/s of both and their ratio. Target: the engine within 10 % of t
 """
 
 import argparse
-import copy
 import os
 import sys
 import tempfile
@@ -47,11 +46,11 @@ def make_config(size: int, batch: int, out_dir: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--iterations", type=int, default=8)
-    args = ap.parse_args(argv)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--iterations", type=int, default=8)
+    args = parser.parse_args(argv)
     import paddle
     from feature_extraction.engine import Engine
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,13 +58,18 @@ def main(argv=None) -> int:
         engine.config["Global"]["max_iterations"] = 2
         engine.train()                                             # warm-up: threads, kernels, first checkpoint
         engine.config["Global"]["max_iterations"] = args.iterations
-        start = time.perf_counter(); engine.train(); engine_time = time.perf_counter() - start
+        start = time.perf_counter()
+        engine.train()
+        engine_time = time.perf_counter() - start
         batch = next(iter(engine.train_loader))                    # the bare step, on one batch in memory
         x, y = paddle.to_tensor(batch.images), paddle.to_tensor(batch.labels).reshape([-1, 1])
         start = time.perf_counter()
         for _ in range(args.iterations):
             loss = engine.train_loss(engine.network(x, y), y)["loss"]
-            loss.backward(); engine.optimizer.step(); engine.optimizer.clear_grad(); engine.scheduler.step()
+            loss.backward()
+            engine.optimizer.step()
+            engine.optimizer.clear_grad()
+            engine.scheduler.step()
         bare_time = time.perf_counter() - start
     n = args.iterations * args.batch
     ratio = bare_time / engine_time

@@ -4,7 +4,6 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
@@ -45,8 +44,9 @@ def test_demo_prints_and_writes(demo):
 def test_demo_history(demo):
     "The history starts with the untrained network's evaluation (iteration 0), then one per epoch."
     out, _ = demo
-    history = [json.loads(l) for l in (out / "train" / "history.jsonl").read_text().splitlines()]
-    assert [(r["epoch"], r["iteration"] > 0) for r in history if r["kind"] == "eval"] == [(1, False), (1, True), (2, True)]
+    history = [json.loads(line) for line in (out / "train" / "history.jsonl").read_text().splitlines()]
+    evals = [(r["epoch"], r["iteration"] > 0) for r in history if r["kind"] == "eval"]
+    assert evals == [(1, False), (1, True), (2, True)]
 
 
 def test_report_renders_every_figure(demo, chromium):

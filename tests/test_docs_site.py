@@ -71,7 +71,8 @@ def test_home_page(server, chromium):
     assert_shows(text, "feature_extraction", "General image recognition by deep metric learning", "Run the tests",
                  why="the prose of index.ipynb is missing")
     for page, title in [("00_core.html", "Core"), ("01_metrics.html", "Retrieval metrics")]:
-        assert re.search(rf'href="{page}"[^>]*>(\s*<[^>]+>)*\s*{title}\s*<', dom), f"no nav link to {page} titled {title!r}"
+        nav_link = rf'href="{page}"[^>]*>(\s*<[^>]+>)*\s*{title}\s*<'
+        assert re.search(nav_link, dom), f"no nav link to {page} titled {title!r}"
     assert "from feature_extraction.metrics import" not in text, "a `#| hide` cell is shown"
     assert_shows(text, "'num_queries': 400", why="the stored output of the first example is missing "
                  "(is nbs/index.ipynb saved with its outputs?)")

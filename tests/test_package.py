@@ -37,5 +37,6 @@ def test_version_matches_settings():
     import configparser
     import feature_extraction
     from conftest import REPO
-    cfg = configparser.ConfigParser(); cfg.read(REPO / "settings.ini")
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "settings.ini")
     assert feature_extraction.__version__ == cfg["DEFAULT"]["version"]

@@ -14,7 +14,8 @@ def readme_commands(section: str) -> list:
 
 def test_ci_runs_the_readme_test_command():
     (command,) = readme_commands("Run the tests")
-    ci_lines = [line for line in (REPO / ".ci/run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    ci_lines = [line for line in (REPO / ".ci/run").read_text().splitlines()
+                if line and not line.startswith(("#", "set ", "cd "))]
     assert ci_lines == [command], f".ci/run runs {ci_lines}, README says {command!r}"
 
 

@@ -188,7 +188,9 @@ def stage(nbs: Path, stage_dir: Path) -> list[dict]:
 def build_site(nbs: Path, site_dir: Path | None, settings, keep_staging: bool = False) -> Path:
     "Build the site with mkdocs (strict: any warning fails the build); return the site folder."
     try:
-        import material, mkdocs_jupyter  # noqa: F401 (the theme and plugin mkdocs.yml names)
+        # the theme and the plugin mkdocs.yml names, imported only to check that they are installed
+        import material  # noqa: F401
+        import mkdocs_jupyter  # noqa: F401
         from mkdocs.commands.build import build
         from mkdocs.config import load_config
         from mkdocs.exceptions import MkDocsException
@@ -236,7 +238,8 @@ def readme_text(nbs: Path, settings) -> str:
     for cell in process_notebook(index).cells:
         if cell.cell_type == "markdown": parts.append(cell.source.strip())
         elif cell.cell_type == "code":
-            if REMOVE_INPUT_TAG not in cell.metadata.get("tags", []): parts.append(_fence(cell.source.strip(), "python"))
+            if REMOVE_INPUT_TAG not in cell.metadata.get("tags", []):
+                parts.append(_fence(cell.source.strip(), "python"))
             if out := text_output(cell.get("outputs", [])): parts.append(_fence(out))
     return "\n\n".join(p for p in parts if p) + "\n"
 
@@ -246,7 +249,8 @@ def check_readme(nbs: Path, settings) -> bool:
     path, want = ROOT / "README.md", readme_text(nbs, settings)
     have = path.read_text(encoding="utf-8") if path.exists() else ""
     if have == want: return True
-    diff = list(difflib.unified_diff(have.splitlines(), want.splitlines(), "README.md", "from index.ipynb", lineterm=""))
+    diff = list(difflib.unified_diff(have.splitlines(), want.splitlines(), "README.md", "from index.ipynb",
+                                     lineterm=""))
     print("\n".join(diff[:60] + (["..."] if len(diff) > 60 else [])), file=sys.stderr)
     print(f"error: README.md is out of date with {settings['nbs_path']}/index.ipynb: run `{README_CMD}`",
           file=sys.stderr)
@@ -257,17 +261,17 @@ def check_readme(nbs: Path, settings) -> bool:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    what = p.add_mutually_exclusive_group()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_mutually_exclusive_group()
     what.add_argument("--readme", action="store_true", help="only write README.md from index.ipynb")
     what.add_argument("--check-readme", action="store_true", help="only check that README.md is up to date")
     what.add_argument("--no-readme", action="store_true", help="build the site but leave README.md alone")
-    p.add_argument("--site-dir", type=Path, help="build the site here instead of docs/ (mkdocs empties it first)")
-    p.add_argument("--nbs-path", type=Path, help="notebook folder (default: nbs_path of settings.ini)")
-    p.add_argument("--keep-staging", action="store_true", help="keep the processed notebooks in _proc/")
-    p.add_argument("-v", "--verbose", action="store_true", help="show mkdocs's progress messages")
-    args = p.parse_args(argv)
+    parser.add_argument("--site-dir", type=Path, help="build the site here instead of docs/ (mkdocs empties it first)")
+    parser.add_argument("--nbs-path", type=Path, help="notebook folder (default: nbs_path of settings.ini)")
+    parser.add_argument("--keep-staging", action="store_true", help="keep the processed notebooks in _proc/")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show mkdocs's progress messages")
+    args = parser.parse_args(argv)
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s - %(message)s"))
