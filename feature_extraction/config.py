@@ -10,26 +10,27 @@ __all__ = ['GLOBAL_KEYS', 'AMP_KEYS', 'OPTIMIZER_KEYS', 'LR_KEYS', 'REGULARIZER_
 
 # %% ../nbs/11_config.ipynb #3b67b0b4
 import copy
-import json
 import numbers
-import os
 import re
-import uuid
 import warnings
 from pathlib import Path, PurePath
 
 import numpy as np
 import yaml
 
-from .core import check_int, check_real
+from .core import check_int, check_real, unknown_keys_message, write_atomic
 
 # %% ../nbs/11_config.ipynb #3691d1ca
-def key_path(keys) -> str:
-    "How a place in a config is written in messages: `Loss.Train[1].TripletAngularMarginLoss.margin`."
+def key_path(
+    keys,  # the keys from the top level down: names, and integers for list positions
+) -> str:  # e.g. `Loss.Train[1].TripletAngularMarginLoss.margin`; `(top level)` for no keys
+    "How a place in a config is written in messages."
     out = ""
-    for k in keys: out += f"[{k}]" if isinstance(k, int) else f".{k}" if out else str(k)
+    for k in keys:
+        out += f"[{k}]" if isinstance(k, int) else f".{k}" if out else str(k)
     return out or "(top level)"
 
+# %% ../nbs/11_config.ipynb #65c1c41b
 def _describe(value, width: int = 60) -> str:
     "A value as problems quote it: its repr (shortened) and its type, so that `'5'` and `5` are told apart."
     if value is None: return "null"
@@ -39,7 +40,11 @@ def _describe(value, width: int = 60) -> str:
 # %% ../nbs/11_config.ipynb #085acd80
 class ConfigError(ValueError):
     "Every problem of a config: `problems` holds `(key_path, message)` pairs, `source` the file if known."
-    def __init__(self, problems, source=None, max_shown: int = 20):
+    def __init__(self,
+                 problems,  # `(key_path, message)` pairs, in the order found
+                 source=None,  # the file the config came from, named first in the message
+                 max_shown: int = 20,  # problems the message lists; the rest are counted
+                ):
         self.problems = [(str(k), str(m)) for k, m in problems]
         self.source = None if source is None else str(source)
         n, lines = len(self.problems), [f"  {k}: {m}" for k, m in self.problems[:max_shown]]
@@ -48,6 +53,7 @@ class ConfigError(ValueError):
         super().__init__(f"{where}{n} problem{'s' * (n != 1)} in the config:\n" + "\n".join(lines))
     def __reduce__(self): return type(self), (self.problems, self.source)  # pickles (to another process) whole
 
+# %% ../nbs/11_config.ipynb #28a3cb09
 class ConfigWarning(UserWarning):
     "A config key that is unknown, new, ignored or given twice: often a typo, never fatal."
 
@@ -60,6 +66,7 @@ class _Marker:
     def __repr__(self): return self.name
 _REQUIRED, _UNSET = _Marker("required"), _Marker("not set")
 
+# %% ../nbs/11_config.ipynb #5430e6cb
 class _Check:
     "What one config value may be: `allowed` says it in problems, `convert(value)` returns the value to keep or raises."
     def __init__(self, allowed: str, convert): self.allowed, self.convert = allowed, convert
@@ -78,6 +85,7 @@ def _real(value) -> float:
     if isinstance(value, str) and _NUMBER.fullmatch(value.strip()): value = float(value)
     return check_real(value, "value")
 
+# %% ../nbs/11_config.ipynb #64bf3e14
 def _number(allowed: str, ok=lambda x: True) -> _Check:
     "A number `x` with `ok(x)`; a numeric string is converted, a number kept as it is."
     def convert(value):
@@ -99,6 +107,11 @@ _ENTRIES = _Check("a non-empty list of `- Name: {...}` entries", lambda v: v if 
 def _optional(check: _Check) -> _Check:
     return _Check(f"null or {check.allowed}", lambda v: None if v is None else check.convert(v))
 
+def _null_to(default, check: _Check) -> _Check:
+    "Like `_optional`, but null stands for (a copy of) `default`."
+    return _Check(f"null or {check.allowed}", lambda v: copy.deepcopy(default) if v is None else check.convert(v))
+
+# %% ../nbs/11_config.ipynb #769b6679
 def _one_of(*choices, note: str = "") -> _Check:
     return _Check(f"one of {', '.join(map(repr, choices))}{note}",
                   lambda v: v if isinstance(v, str) and v in choices else _fail())
@@ -114,10 +127,16 @@ _DEVICE = _Check("'cpu', 'gpu' or 'gpu:N'",
 _SEED = _Check("an integer >= 0, or false (meaning 0, as in PaddleClas)",
                lambda v: 0 if v is False else check_int(v, "seed", 0))
 
+def _image_shape(v):
+    if not isinstance(v, list) or len(v) != 3: raise ValueError
+    return [check_int(x, "value") for x in v]
+
+_IMAGE_SHAPE = _Check("[channels, height, width], three integers >= 1", _image_shape)
+
+# %% ../nbs/11_config.ipynb #938b85ac
 def _split_size(v):
     "0 (off), a float fraction in (0, 1), or an integer number of classes; a numeric string is read as a number."
-    if isinstance(v, str):
-        v = _real(v)
+    if isinstance(v, str): v = _real(v)
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
         raise ValueError
     if isinstance(v, numbers.Integral):
@@ -129,60 +148,110 @@ def _split_size(v):
 _VALIDATION_SPLIT = _Check(
     "0 (off), a fraction in (0, 1) of the training classes, or an integer >= 1 number of classes", _split_size)
 
-def _image_shape(v):
-    if not isinstance(v, list) or len(v) != 3: raise ValueError
-    return [check_int(x, "value") for x in v]
-
+# %% ../nbs/11_config.ipynb #eec06ab0
 GLOBAL_KEYS = {  # key: (what it may be, default filled in when absent)
-    "checkpoints": (_optional(_TEXT), None), "pretrained_model": (_optional(_TEXT), None),
-    "output_dir": (_TEXT, "./output"), "device": (_DEVICE, _UNSET),
-    "save_interval": (_integer(1), 1), "eval_during_train": (_BOOL, True), "eval_interval": (_integer(1), 1),
-    "start_eval_epoch": (_integer(0), 0), "epochs": (_integer(1), _REQUIRED), "print_batch_step": (_integer(1), 20),
-    "use_visualdl": (_fixed(False, "VisualDL logging is not supported"), False),
-    "eval_mode": (_fixed("retrieval", "only retrieval evaluation is implemented"), "retrieval"),
-    "retrieval_feature_from": (_one_of("features", "backbone"), "features"),
-    "re_ranking": (_fixed(False, "re-ranking is not implemented"), False),
-    "use_dali": (_fixed(False, "DALI is not supported; images are loaded by threads"), False),
-    "image_shape": (_Check("[channels, height, width], three integers >= 1", _image_shape), [3, 224, 224]),
-    "save_inference_dir": (_TEXT, "./inference"), "seed": (_SEED, 0), "feature_normalize": (_BOOL, True),
-    "sim_block_size": (_integer(1), 64),
-    "update_freq": (_fixed(1, "gradient accumulation is not supported"), 1),
-    "to_static": (_fixed(False, "static-graph training is not supported"), False),
-    "max_iterations": (_optional(_integer(1)), None),
-    "baseline_pixel_size": (_integer(1), 16), # side of the square images the raw-pixel baseline compares
-    "validation_split": (_VALIDATION_SPLIT, 0), # training classes held out to evaluate on, instead of the test classes
+    "checkpoints": (_optional(_TEXT), None),  # checkpoint prefix to resume training from (null: start afresh)
+    "pretrained_model": (_optional(_TEXT), None),  # weights to start from, or to evaluate (null: none)
+    "output_dir": (_TEXT, "./output"),  # folder of the checkpoints, the logs and the config that ran
+    "device": (_DEVICE, "cpu"),  # where to train and evaluate
+    "save_interval": (_integer(1), 1),  # write an `epoch_N` checkpoint every this many epochs
+    "eval_during_train": (_BOOL, True),  # evaluate retrieval while training (false: Eval sections optional)
+    "eval_interval": (_integer(1), 1),  # evaluate every this many epochs
+    "start_eval_epoch": (_integer(0), 0),  # no evaluation before this epoch
+    "epochs": (_integer(1), _REQUIRED),  # epochs to train
+    "print_batch_step": (_integer(1), 20),  # log the loss every this many iterations
+    "use_visualdl": (_fixed(False, "VisualDL logging is not supported"), False),  # VisualDL logging
+    "eval_mode": (_fixed("retrieval", "only retrieval evaluation is implemented"), "retrieval"),  # what is measured
+    "retrieval_feature_from": (_one_of("features", "backbone"), "features"),  # model output compared and exported
+    "re_ranking": (_fixed(False, "re-ranking is not implemented"), False),  # k-reciprocal re-ranking of results
+    "use_dali": (_fixed(False, "DALI is not supported; images are loaded by threads"), False),  # NVIDIA DALI loading
+    "image_shape": (_IMAGE_SHAPE, [3, 224, 224]),  # input [C, H, W]; export's size when there is no DataLoader.Eval
+    "save_inference_dir": (_TEXT, "./inference"),  # where `fe_export` writes the inference model
+    "seed": (_SEED, 0),  # seed of the initial weights, the sampler and the augmentations
+    "feature_normalize": (_BOOL, True),  # L2-normalise the features before comparing them
+    "sim_block_size": (_integer(1), 64),  # PaddleClas's queries per block of similarities (accepted, unused)
+    "update_freq": (_fixed(1, "gradient accumulation is not supported"), 1),  # iterations per optimizer step
+    "to_static": (_fixed(False, "static-graph training is not supported"), False),  # train a static graph
+    "max_iterations": (_optional(_integer(1)), None),  # end after this many iterations of this run (null: no limit)
+    "baseline_pixel_size": (_integer(1), 16),  # side of the square images the raw-pixel baseline compares
+    "validation_split": (_VALIDATION_SPLIT, 0),  # training classes held out to evaluate on, not the test classes
 }
 
 # %% ../nbs/11_config.ipynb #652f5340
 _LEVEL = _Check("'O1' or 'O2'", lambda v: v.upper() if isinstance(v, str) and v.upper() in ("O1", "O2") else _fail())
-AMP_KEYS = {"use_amp": (_BOOL, False), "use_fp16_test": (_BOOL, False),
-            "scale_loss": (_number("> 0", lambda x: x > 0), 1.0), "use_dynamic_loss_scaling": (_BOOL, False),
-            "use_promote": (_BOOL, False), "level": (_LEVEL, "O1")}
+AMP_KEYS = {  # key: (what it may be, default); PaddleClas's defaults
+    "use_amp": (_BOOL, False),  # train in mixed precision (on a GPU; ignored on the CPU)
+    "use_fp16_test": (_BOOL, False),  # PaddleClas: evaluate in float16 too (accepted, unused)
+    "scale_loss": (_number("> 0", lambda x: x > 0), 1.0),  # the gradient scaler's initial loss scaling
+    "use_dynamic_loss_scaling": (_BOOL, False),  # let the scaler change the scaling when gradients overflow
+    "use_promote": (_BOOL, False),  # PaddleClas: run ops with mixed input types in float32 (accepted, unused)
+    "level": (_LEVEL, "O1"),  # O1: float16 where it is safe; O2: float16 weights too, with float32 copies
+}
 
 # %% ../nbs/11_config.ipynb #39596e08
 _NOT_NEGATIVE = _number(">= 0", lambda x: x >= 0)
-OPTIMIZER_KEYS = {"name": (_one_of("Momentum", note=" (other optimizers are not supported yet)"), _REQUIRED),
-                  "momentum": (_number("with 0 <= x < 1", lambda x: 0 <= x < 1), _REQUIRED),
-                  "use_nesterov": (_BOOL, False),
-                  "lr": (_MAPPING, _REQUIRED), "regularizer": (_optional(_MAPPING), _UNSET),
-                  "no_weight_decay_name": (_Check("null or empty (not supported yet)",
-                                                  lambda v: v if v is None or v == "" else _fail()), _UNSET)}
-LR_KEYS = {"name": (_one_of("Cosine", note=" (other schedules are not supported yet)"), _REQUIRED),
-           "learning_rate": (_number("> 0", lambda x: x > 0), _REQUIRED), "warmup_epoch": (_NOT_NEGATIVE, 0),
-           "warmup_start_lr": (_NOT_NEGATIVE, 0.0), "eta_min": (_NOT_NEGATIVE, 0.0),
-           "by_epoch": (_fixed(False, "the learning rate changes every iteration"), _UNSET)}
-REGULARIZER_KEYS = {"name": (_one_of("L2", note=" (L1 is not supported)"), _REQUIRED),
-                    "coeff": (_NOT_NEGATIVE, _REQUIRED)}
+_NO_DECAY = {"name": "L2", "coeff": 0.0}
+_EMPTY = _Check("null or empty (not supported yet)", lambda v: v if v is None or v == "" else _fail())
+OPTIMIZER_KEYS = {  # key: (what it may be, default)
+    "name": (_one_of("Momentum", note=" (other optimizers are not supported yet)"), _REQUIRED),  # the optimizer
+    "momentum": (_number("with 0 <= x < 1", lambda x: 0 <= x < 1), _REQUIRED),  # SGD momentum
+    "use_nesterov": (_BOOL, False),  # Nesterov momentum
+    "lr": (_MAPPING, _REQUIRED),  # the learning-rate schedule: LR_KEYS
+    "regularizer": (_null_to(_NO_DECAY, _MAPPING), _NO_DECAY),  # weight decay: REGULARIZER_KEYS (default: none)
+    "no_weight_decay_name": (_EMPTY, _UNSET),  # PaddleClas: parameter names exempt from weight decay
+}
+
+# %% ../nbs/11_config.ipynb #8d0c747d
+LR_KEYS = {  # key: (what it may be, default); PaddleClas's `Cosine`
+    "name": (_one_of("Cosine", note=" (other schedules are not supported yet)"), _REQUIRED),  # the schedule
+    "learning_rate": (_number("> 0", lambda x: x > 0), _REQUIRED),  # learning rate at the end of the warm-up
+    "warmup_epoch": (_NOT_NEGATIVE, 0),  # epochs of linear warm-up (0: none)
+    "warmup_start_lr": (_NOT_NEGATIVE, 0.0),  # learning rate the warm-up starts from
+    "eta_min": (_NOT_NEGATIVE, 0.0),  # learning rate the cosine ends at
+    "by_epoch": (_fixed(False, "the learning rate changes every iteration"), _UNSET),  # one step per epoch
+}
+REGULARIZER_KEYS = {  # key: (what it may be, default)
+    "name": (_one_of("L2", note=" (L1 is not supported)"), _REQUIRED),  # the kind of weight decay
+    "coeff": (_NOT_NEGATIVE, _REQUIRED),  # its factor (0: no decay)
+}
 
 # %% ../nbs/11_config.ipynb #5de2cbd1
-DATA_KEYS = {"dataset": (_MAPPING, _REQUIRED), "sampler": (_MAPPING, _REQUIRED),
-             "loader": (_optional(_MAPPING), _UNSET)}
-DATASET_KEYS = {"name": (_TEXT, _REQUIRED), "image_root": (_TEXT, _REQUIRED), "cls_label_path": (_TEXT, _REQUIRED),
-                "transform_ops": (_LIST, _REQUIRED)}
-SAMPLER_KEYS = {"name": (_TEXT, _REQUIRED), "batch_size": (_integer(1), _REQUIRED)}
-LOADER_KEYS = {"num_workers": (_integer(0), _UNSET), "use_shared_memory": (_BOOL, _UNSET)}
-EVAL_DATA_KEYS = {"Query": (_MAPPING, _REQUIRED), "Gallery": (_MAPPING, _REQUIRED)}
-DATA_LOADER_KEYS = {"Train": (_MAPPING, _REQUIRED), "Eval": (_MAPPING, _REQUIRED)}  # Eval: required when evaluating
+DATA_KEYS = {  # one of DataLoader.Train, DataLoader.Eval.Query, DataLoader.Eval.Gallery
+    "dataset": (_MAPPING, _REQUIRED),  # the images and their labels: DATASET_KEYS
+    "sampler": (_MAPPING, _REQUIRED),  # the order of the images and the batches: SAMPLER_KEYS
+    "loader": (_null_to({}, _MAPPING), {}),  # how batches are loaded: LOADER_KEYS (absent or null: defaults)
+}
+
+# %% ../nbs/11_config.ipynb #51e870ef
+_DELIMITER = _Check("'default' (the data set's own), null (any run of whitespace) or a non-empty string",
+                    lambda v: v if v is None or (isinstance(v, str) and v) else _fail())
+DATASET_KEYS = {  # open: the data set class checks the other keys it takes
+    "name": (_TEXT, _REQUIRED),  # the class in `data.DATASETS`: ImageNetDataset, VeriWild
+    "image_root": (_TEXT, _REQUIRED),  # folder the paths of the label file are relative to
+    "cls_label_path": (_TEXT, _REQUIRED),  # the label file, `path label [unique_id]` lines
+    "transform_ops": (_LIST, _REQUIRED),  # the transforms, a list of `- Name: {...}` entries
+    "delimiter": (_DELIMITER, "default"),  # column separator of the label file
+}
+
+# %% ../nbs/11_config.ipynb #715f850d
+SAMPLER_KEYS = {  # open: the sampler class checks the other keys it takes
+    "name": (_TEXT, _REQUIRED),  # the class in `sampler.SAMPLERS`: PKSampler, DistributedBatchSampler
+    "batch_size": (_integer(1), _REQUIRED),  # images per batch
+}
+LOADER_KEYS = {  # key: (what it may be, default)
+    "num_workers": (_integer(0), 1),  # loading threads (0 is read as 1)
+    "use_shared_memory": (_BOOL, _UNSET),  # PaddleClas: worker processes share memory (accepted, unused)
+}
+
+# %% ../nbs/11_config.ipynb #6766a0e6
+EVAL_DATA_KEYS = {  # DataLoader.Eval
+    "Query": (_MAPPING, _REQUIRED),  # the images searched for: DATA_KEYS
+    "Gallery": (_MAPPING, _REQUIRED),  # the images searched among: DATA_KEYS (may be the same set)
+}
+DATA_LOADER_KEYS = {  # DataLoader
+    "Train": (_MAPPING, _REQUIRED),  # the training data: DATA_KEYS
+    "Eval": (_MAPPING, _REQUIRED),  # the evaluation data: EVAL_DATA_KEYS; required only when evaluating
+}
 
 # %% ../nbs/11_config.ipynb #9aca6742
 def _topk(v):
@@ -191,20 +260,60 @@ def _topk(v):
     for k in ks: check_int(k, "topk")
     return v
 
+_TOPK = _Check("an integer >= 1 or a non-empty list of them", _topk)
+
+# %% ../nbs/11_config.ipynb #2b61a579
 _DESCENDING = _fixed(True, "features are ranked by descending similarity")
-METRICS = {"Recallk": {"topk": (_Check("an integer >= 1 or a non-empty list of them", _topk), [1, 5]),
-                       "descending": (_DESCENDING, _UNSET)},
-           "mAP": {"descending": (_DESCENDING, _UNSET)}}
-METRIC_KEYS = {"Eval": (_ENTRIES, _REQUIRED)}  # required when evaluating
-LOSS_KEYS = {"Train": (_ENTRIES, _REQUIRED), "Eval": (_ENTRIES, _UNSET)}
-ARCH_KEYS = {"name": (_TEXT, _REQUIRED)}
+METRICS = {  # the entries of Metric.Eval, each with its table
+    "Recallk": {  # recall at k: the share of queries with a right match among the first k
+        "topk": (_TOPK, [1, 5]),  # the k of recall at k: one, or a list
+        "descending": (_DESCENDING, _UNSET),  # rank by descending similarity
+    },
+    "mAP": {  # mean average precision over the queries
+        "descending": (_DESCENDING, _UNSET),  # rank by descending similarity
+    },
+}
+
+# %% ../nbs/11_config.ipynb #4e85275e
+METRIC_KEYS = {  # Metric
+    "Eval": (_ENTRIES, _REQUIRED),  # the metrics: `- Recallk: {...}`, `- mAP: {}`; required when evaluating
+}
+LOSS_KEYS = {  # Loss
+    "Train": (_ENTRIES, _REQUIRED),  # the training losses, summed: `- CELoss: {weight: 1.0}`, ...
+    "Eval": (_ENTRIES, _UNSET),  # PaddleClas's evaluation losses (accepted, unused)
+}
+
+# %% ../nbs/11_config.ipynb #64042a4e
+ARCH_KEYS = (  # the keys of Arch besides `name`, which RecModel.from_config reads (the last three as they are)
+    "Backbone",  # the backbone: `name` and its arguments (required)
+    "BackboneStopLayer",  # `name` of the backbone layer after which the backbone's output is taken
+    "Neck",  # backbone features -> the embedding (absent: the backbone's features are it)
+    "Head",  # the embedding -> logits for the classification loss (absent: no logits)
+    "head_feature_from",  # what the head reads: neck (the embedding) or backbone
+    "infer_output_key",  # the output an exported model keeps
+    "infer_add_softmax",  # whether export adds a softmax
+)
+
+# %% ../nbs/11_config.ipynb #cefacda3
+_ANY = _Check("anything (checked by the model)", lambda v: v)
+_ARCH = {  # key: (what it may be, default)
+    "name": (_TEXT, _REQUIRED),  # the architecture in `model.MODELS`: RecModel
+    **{key: (_ANY, _UNSET) for key in ARCH_KEYS},  # checked, and defaulted, by RecModel.from_config
+}
 
 # %% ../nbs/11_config.ipynb #0d81d0d3
-SECTIONS = {"Global": (_MAPPING, _REQUIRED), "AMP": (_optional(_MAPPING), _UNSET), "Arch": (_MAPPING, _REQUIRED),
-            "Loss": (_MAPPING, _REQUIRED), "Optimizer": (_MAPPING, _REQUIRED), "DataLoader": (_MAPPING, _REQUIRED),
-            "Metric": (_MAPPING, _UNSET)}  # required when evaluating
-IGNORED_SECTIONS = ("Infer", "IndexProcess", "RecPreProcess", "RecPostProcess", "Slim", "EMA")
+SECTIONS = {  # section: (what it may be, default)
+    "Global": (_MAPPING, _REQUIRED),  # the run: epochs, device, folders, when to evaluate: GLOBAL_KEYS
+    "AMP": (_null_to({}, _MAPPING), {}),  # mixed precision: AMP_KEYS (absent or null: off)
+    "Arch": (_MAPPING, _REQUIRED),  # the model: `name` and ARCH_KEYS
+    "Loss": (_MAPPING, _REQUIRED),  # the losses: LOSS_KEYS
+    "Optimizer": (_MAPPING, _REQUIRED),  # optimizer, schedule and weight decay: OPTIMIZER_KEYS
+    "DataLoader": (_MAPPING, _REQUIRED),  # the data: DATA_LOADER_KEYS
+    "Metric": (_MAPPING, _UNSET),  # the evaluation metrics: METRIC_KEYS; required when evaluating
+}
+IGNORED_SECTIONS = ("Infer", "IndexProcess", "RecPreProcess", "RecPostProcess", "Slim", "EMA")  # not for training
 
+# %% ../nbs/11_config.ipynb #077ee280
 def _requiring(spec: dict, key: str, required: bool) -> dict:
     "`spec` with `key` required, or else optional (may be absent or null)."
     check, _ = spec[key]
@@ -212,7 +321,7 @@ def _requiring(spec: dict, key: str, required: bool) -> dict:
 
 # %% ../nbs/11_config.ipynb #7687e88c
 _DATA_TABLES = {(): DATA_KEYS, ("dataset",): DATASET_KEYS, ("sampler",): SAMPLER_KEYS, ("loader",): LOADER_KEYS}
-_TABLES = {(): SECTIONS, ("Global",): GLOBAL_KEYS, ("AMP",): AMP_KEYS, ("Arch",): ARCH_KEYS, ("Loss",): LOSS_KEYS,
+_TABLES = {(): SECTIONS, ("Global",): GLOBAL_KEYS, ("AMP",): AMP_KEYS, ("Arch",): _ARCH, ("Loss",): LOSS_KEYS,
            ("Optimizer",): OPTIMIZER_KEYS, ("Optimizer", "lr"): LR_KEYS, ("Optimizer", "regularizer"): REGULARIZER_KEYS,
            ("DataLoader",): DATA_LOADER_KEYS, ("DataLoader", "Eval"): EVAL_DATA_KEYS, ("Metric",): METRIC_KEYS,
            **{(*where, *sub): table for where in [("DataLoader", "Train"), ("DataLoader", "Eval", "*")]
@@ -228,11 +337,15 @@ def _known_key(keys: list) -> bool:
 # %% ../nbs/11_config.ipynb #0ffd95b3
 _INDEX = re.compile(r"[0-9]+")
 
-def parse_override(text: str) -> tuple:
-    "Split a `-o` override `Section.key.0.sub=value` into its keys (digits: a list index) and its YAML value."
+def parse_override(
+    text: str,  # one `-o` argument, `Section.key.0.sub=value`
+) -> tuple:  # (keys, value): the names, with integers for list positions, and the value as YAML reads it
+    "Split a `-o` override into its keys (digits: a list index) and its YAML value."
     if not isinstance(text, str): raise TypeError(f"an override is a 'KEY=VALUE' string, got {_describe(text)}")
     key, eq, value = text.partition("=")
-    bad = lambda message: ConfigError([(f"-o {text}", message)])
+
+    def bad(message: str) -> ConfigError:
+        return ConfigError([(f"-o {text}", message)])
     if not eq: raise bad("no '=': an override is KEY=VALUE, e.g. Global.epochs=10")
     keys = key.strip().split(".")
     if "" in keys: raise bad(f"empty key segment in {key.strip()!r}: a key is names and list indices joined by '.'")
@@ -263,14 +376,20 @@ def _set_key(config, keys: list, value, text: str):
         else: node = node[k]
 
 # %% ../nbs/11_config.ipynb #8799c160
-def apply_overrides(config: dict, overrides=()) -> dict:
-    "A deep copy of `config` with the `KEY=VALUE` strings of `overrides` applied in order; bad ones in one ConfigError."
+def apply_overrides(
+    config: dict,  # a config as read from its file; it is not changed
+    overrides=(),  # `KEY=VALUE` strings, applied in order (a later one wins)
+) -> dict:  # a deep copy of `config` with the overrides applied
+    "Apply `-o` overrides to a copy of `config`; the bad ones all together in one ConfigError."
     if isinstance(overrides, str):
         raise TypeError(f"overrides is a list of 'KEY=VALUE' strings, not the string {overrides!r}")
     config, problems = copy.deepcopy(config), []
     for text in overrides or ():
-        try: keys, value = parse_override(text)
-        except ConfigError as e: problems += e.problems; continue
+        try:
+            keys, value = parse_override(text)
+        except ConfigError as e:
+            problems += e.problems
+            continue
         problem = _set_key(config, keys, value, text)
         if problem: problems.append((key_path(keys), f"-o {text}: {problem}"))
     if problems: raise ConfigError(problems)
@@ -278,7 +397,7 @@ def apply_overrides(config: dict, overrides=()) -> dict:
 
 # %% ../nbs/11_config.ipynb #2ef0a707
 class _Walker:
-    "Checks the mappings of a config in place against key tables; collects problems, warns about unknown keys."
+    "Checks the mappings of a config in place against key tables; collects problems, warns about keys not listed."
     def __init__(self): self.problems = []
     def problem(self, keys, message): self.problems.append((key_path(keys), message))
 
@@ -295,8 +414,8 @@ class _Walker:
         return True
 
     def unknown(self, keys: list, names: list, known):
-        if names: _warn(f"{key_path(keys)}: unknown key{'s' * (len(names) > 1)} {', '.join(map(str, names))} ignored "
-                        f"(a typo?); known keys: {', '.join(known)}")
+        "Warn that the keys `names` at `keys` are not among `known` (core's wording): they are ignored."
+        if names: _warn(f"{unknown_keys_message(key_path(keys), names, known)}; ignored (a typo?)")
 
 # %% ../nbs/11_config.ipynb #15958639
 def _entries(w: _Walker, keys: list, items, known: dict = None) -> list:
@@ -304,7 +423,8 @@ def _entries(w: _Walker, keys: list, items, known: dict = None) -> list:
     good = []
     for i, item in enumerate(items if isinstance(items, list) else []):
         if not (isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item)), str)):
-            w.problem(keys + [i], f"must be a one-key mapping `Name: {{...}}`, got {_describe(item)}"); continue
+            w.problem(keys + [i], f"must be a one-key mapping `Name: {{...}}`, got {_describe(item)}")
+            continue
         (name, params), = item.items()
         if params is None: item[name] = params = {}
         if not isinstance(params, dict):
@@ -315,11 +435,17 @@ def _entries(w: _Walker, keys: list, items, known: dict = None) -> list:
     return good
 
 # %% ../nbs/11_config.ipynb #8f3f325b
-def _check_amp(w: _Walker, amp):
+def _check_top_level(w: _Walker, config: dict, evaluating: bool):
+    "Warn about unknown and unused sections and a missing `use_amp`; check the sections, filling in `AMP`."
+    w.unknown([], [k for k in config if k not in SECTIONS and k not in IGNORED_SECTIONS], SECTIONS)
+    ignored = [k for k in config if k in IGNORED_SECTIONS]
+    if ignored: _warn(f"{', '.join(ignored)}: not used by training here, ignored")
+    amp = config.get("AMP")
     if isinstance(amp, dict) and "use_amp" not in amp:
         _warn("AMP: use_amp is absent, so AMP is off (PaddleClas would switch it on): write use_amp: true to use it")
-    w.section(["AMP"], amp, AMP_KEYS)
+    w.section([], config, _requiring(SECTIONS, "Metric", evaluating), closed=False)
 
+# %% ../nbs/11_config.ipynb #65dc6528
 def _check_optimizer(w: _Walker, opt):
     if w.section(["Optimizer"], opt, OPTIMIZER_KEYS):
         w.section(["Optimizer", "lr"], opt.get("lr"), LR_KEYS)
@@ -346,15 +472,17 @@ def _check_metric(w: _Walker, node, evaluating: bool):
             w.section(keys, params, METRICS[name])
 
 def _check_model_and_loss(w: _Walker, config: dict):
-    w.section(["Arch"], config.get("Arch"), ARCH_KEYS, closed=False)
+    w.section(["Arch"], config.get("Arch"), _ARCH)
     if w.section(["Loss"], config.get("Loss"), LOSS_KEYS):
         for part in LOSS_KEYS: _entries(w, ["Loss", part], config["Loss"].get(part))
 
 # %% ../nbs/11_config.ipynb #e0f79090
-def validate_config(config: dict, *,
-                    require_eval: bool = None, # need DataLoader.Eval and Metric.Eval; None: if Global.eval_during_train
-                   ) -> dict:
-    "A checked copy of a PaddleClas-schema `config` with defaults filled in; every problem at once in a `ConfigError`."
+def validate_config(
+    config: dict,  # a PaddleClas-schema config: Global, AMP, Arch, Loss, Optimizer, DataLoader, Metric
+    *,
+    require_eval: bool = None,  # need DataLoader.Eval and Metric.Eval; None: if Global.eval_during_train
+) -> dict:  # a checked copy of `config`, every default filled in
+    "Check a config; every problem at once in a `ConfigError`, unknown and unused keys as `ConfigWarning`s."
     if not isinstance(config, dict):
         raise ConfigError([("(top level)", f"must be a mapping of sections, got {_describe(config)}")])
     config, w = copy.deepcopy(config), _Walker()
@@ -362,22 +490,26 @@ def validate_config(config: dict, *,
     glob = config.get("Global")
     evaluating = require_eval if require_eval is not None else not (isinstance(glob, dict) and
                                                                    glob.get("eval_during_train") is False)
-    w.section([], config, _requiring(SECTIONS, "Metric", evaluating), closed=False)
-    w.unknown([], [k for k in config if k not in SECTIONS and k not in IGNORED_SECTIONS], SECTIONS)
-    ignored = [k for k in config if k in IGNORED_SECTIONS]
-    if ignored: _warn(f"{', '.join(ignored)}: not used by training here, ignored")
-    _check_amp(w, config.get("AMP")); _check_model_and_loss(w, config); _check_optimizer(w, config.get("Optimizer"))
-    _check_data_loader(w, config.get("DataLoader"), evaluating); _check_metric(w, config.get("Metric"), evaluating)
+    _check_top_level(w, config, evaluating)
+    w.section(["AMP"], config.get("AMP"), AMP_KEYS)
+    _check_model_and_loss(w, config)
+    _check_optimizer(w, config.get("Optimizer"))
+    _check_data_loader(w, config.get("DataLoader"), evaluating)
+    _check_metric(w, config.get("Metric"), evaluating)
     if w.problems: raise ConfigError(w.problems)
     return config
 
 # %% ../nbs/11_config.ipynb #095e78f6
 class _Loader(yaml.SafeLoader):
     "PyYAML's safe loader that also warns about a key given twice in one mapping."
-    def __init__(self, stream): super().__init__(stream); self._seen = set()
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._seen = set()
+
     def flatten_mapping(self, node):
         if id(node) not in self._seen:  # a merge source is flattened before its own turn: check it once, unexpanded
-            self._seen.add(id(node)); first = {}
+            self._seen.add(id(node))
+            first = {}
             for key, _ in node.value:
                 if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge": continue
                 line = first.setdefault((key.tag, key.value), key.start_mark.line + 1)
@@ -413,8 +545,13 @@ def _blame_overrides(problems: list, overrides) -> list:
     return [(p, m + blame(p)) for p, m in problems]
 
 # %% ../nbs/11_config.ipynb #cd1cc933
-def load_config(path, overrides=(), *, require_eval: bool = None) -> dict:
-    "Read a PaddleClas-schema YAML config, apply `-o` overrides, check it: the config with defaults filled in."
+def load_config(
+    path,  # a PaddleClas-schema YAML file
+    overrides=(),  # `-o` `KEY=VALUE` strings, applied before the check
+    *,
+    require_eval: bool = None,  # need DataLoader.Eval and Metric.Eval; None: if Global.eval_during_train
+) -> dict:  # the checked config, every default filled in
+    "Read a YAML config, apply `-o` overrides, check it; problems name the file and the overrides that caused them."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"config file not found: {path}")
     try: config = apply_overrides(_read_yaml(path), overrides)
@@ -430,15 +567,11 @@ _Dumper.add_representer(tuple, lambda d, v: d.represent_list(list(v)))
 _Dumper.add_multi_representer(PurePath, lambda d, v: d.represent_str(str(v)))
 _Dumper.add_multi_representer(np.generic, lambda d, v: d.represent_data(v.item()))
 
-def save_config(config: dict, path) -> Path:
-    "Write `config` as YAML to `path` atomically (a temporary file renamed over it); returns the path."
-    path = Path(path)
+# %% ../nbs/11_config.ipynb #e2b18004
+def save_config(
+    config: dict,  # the config to write
+    path,  # the YAML file; its folder is made if need be
+) -> Path:  # `path`
+    "Write `config` as YAML to `path` atomically: the old file or the new one, never half of one."
     text = yaml.dump(config, Dumper=_Dumper, sort_keys=False, default_flow_style=None, allow_unicode=True, width=120)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8") as f:
-            f.write(text); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException: tmp.unlink(missing_ok=True); raise
-    return path
+    return write_atomic(Path(path), text)

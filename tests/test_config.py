@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import yaml
 
-from feature_extraction.config import (ConfigError, ConfigWarning, apply_overrides, key_path, load_config,
+from feature_extraction.config import (ARCH_KEYS, SECTIONS, ConfigError, ConfigWarning, apply_overrides, load_config,
                                        parse_override, save_config, validate_config)
+from feature_extraction.core import unknown_keys_message
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "GeneralRecognitionV2_PPLCNetV2_base.yaml"
@@ -321,7 +322,9 @@ def test_many_problems_at_once(config, tmp_path):
     seen, chosen = set(), []
     for text in overrides:
         key = text.partition("=")[0]
-        if key not in seen: seen.add(key); chosen.append(text)
+        if key not in seen:
+            seen.add(key)
+            chosen.append(text)
     cfg = apply_overrides(config, chosen)
     with pytest.raises(ConfigError) as info:
         validate_config(cfg)
@@ -433,20 +436,91 @@ def test_unknown_keys_warn(config):
     cfg["DataLoader"]["Train"]["loader"]["workers"] = 2
     cfg["Metric"]["Eval"][0]["Recallk"]["k"] = 1
     cfg["Globl"] = {}
-    cfg["Arch"]["anything"] = 1  # open section: the model builder checks it
-    cfg["DataLoader"]["Train"]["sampler"]["anything"] = 1  # open too
+    cfg["Arch"]["Nekc"] = {}  # closed: the keys RecModel.from_config takes
+    cfg["Arch"]["Head"]["anything"] = 1  # open below: the head builder checks it
+    cfg["DataLoader"]["Train"]["sampler"]["anything"] = 1  # open
+    cfg["DataLoader"]["Train"]["dataset"]["anything"] = 1  # open
     with pytest.warns(ConfigWarning) as record:
         validate_config(cfg)
     messages = [str(w.message) for w in record]
-    assert len(messages) == 5
-    assert messages[0].startswith("Global: unknown keys epoch, use_gpu ignored (a typo?); known keys: checkpoints,")
-    assert "epochs" in messages[0] and "max_iterations" in messages[0]
-    assert messages[1] == ("(top level): unknown key Globl ignored (a typo?); known keys: Global, AMP, Arch, Loss, "
-                           "Optimizer, DataLoader, Metric")
-    assert messages[2].startswith("Optimizer.lr: unknown key warmup_epochs ignored") and "warmup_epoch," in messages[2]
-    assert messages[3] == ("DataLoader.Train.loader: unknown key workers ignored (a typo?); known keys: num_workers, "
-                           "use_shared_memory")
-    assert messages[4].startswith("Metric.Eval[0].Recallk: unknown key k ignored")
+    assert len(messages) == 6
+    assert messages[0].startswith("Global: unknown keys epoch, use_gpu; known: checkpoints, pretrained_model,")
+    assert "epochs" in messages[0] and messages[0].endswith(", validation_split; ignored (a typo?)")
+    assert messages[1] == ("(top level): unknown key Globl; known: Global, AMP, Arch, Loss, Optimizer, DataLoader, "
+                           "Metric; ignored (a typo?)")
+    assert messages[2] == ("Arch: unknown key Nekc; known: name, Backbone, BackboneStopLayer, Neck, Head, "
+                           "head_feature_from, infer_output_key, infer_add_softmax; ignored (a typo?)")
+    assert messages[3].startswith("Optimizer.lr: unknown key warmup_epochs; known: ") and "warmup_epoch," in messages[3]
+    assert messages[4] == ("DataLoader.Train.loader: unknown key workers; known: num_workers, use_shared_memory; "
+                           "ignored (a typo?)")
+    assert messages[5].startswith("Metric.Eval[0].Recallk: unknown key k; known: topk, descending")
+    # the wording is core's, the one unknown-key message of the package
+    assert messages[1] == unknown_keys_message("(top level)", ["Globl"], SECTIONS) + "; ignored (a typo?)"
+
+
+@pytest.mark.filterwarnings("ignore:No ccache found")  # core set its filter at collection, which pytest undoes
+def test_arch_keys_are_the_models():
+    "One definition: the model reads the keys the config accepts, in the order it passes them on."
+    from feature_extraction import model
+    assert model.ARCH_KEYS is ARCH_KEYS
+    assert ARCH_KEYS[:4] == ("Backbone", "BackboneStopLayer", "Neck", "Head")
+
+
+@pytest.mark.parametrize("path", ["configs/icons_cpu.yaml", f"configs/{NAME}",
+                                  "feature_extraction/demo_data/demo.yaml"])
+def test_shipped_configs_load_without_warnings(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)
+        cfg = load_config(REPO / path)
+    assert set(cfg["Arch"]) - {"name"} <= set(ARCH_KEYS)
+
+
+AMP_DEFAULTS = {"use_amp": False, "use_fp16_test": False, "scale_loss": 1.0, "use_dynamic_loss_scaling": False,
+                "use_promote": False, "level": "O1"}  # PaddleClas's, with AMP off
+
+
+@pytest.mark.parametrize("how", ["absent", "null"])
+def test_defaults_the_engine_reads_are_filled_in(config, how):
+    "Every key the engine reads with a default is present after the check, so the tables hold the only defaults."
+    cfg = copy.deepcopy(config)
+    train, query = cfg["DataLoader"]["Train"], cfg["DataLoader"]["Eval"]["Query"]
+    del cfg["Global"]["device"]
+    assert "delimiter" not in train["dataset"]
+    for section, key in [(cfg, "AMP"), (cfg["Optimizer"], "regularizer"), (train, "loader"), (query, "loader")]:
+        if how == "absent":
+            del section[key]
+        else:
+            section[key] = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigWarning)  # a missing AMP section is no missing use_amp
+        out = validate_config(cfg)
+    assert out["AMP"] == AMP_DEFAULTS
+    assert out["Global"]["device"] == "cpu"
+    assert out["Optimizer"]["regularizer"] == {"name": "L2", "coeff": 0.0}  # no weight decay
+    assert out["DataLoader"]["Train"]["loader"] == out["DataLoader"]["Eval"]["Query"]["loader"] == {"num_workers": 1}
+    assert out["DataLoader"]["Train"]["dataset"]["delimiter"] == "default"
+    g, lr = out["Global"], out["Optimizer"]["lr"]
+    assert (g["seed"], g["start_eval_epoch"], g["max_iterations"], g["pretrained_model"], g["checkpoints"]) == (
+        0, 0, None, None, None)
+    assert (g["image_shape"], g["retrieval_feature_from"]) == ([3, 224, 224], "features")
+    assert (lr["warmup_epoch"], lr["warmup_start_lr"], lr["eta_min"], out["Optimizer"]["use_nesterov"]) == (
+        5, 0.0, 0.0, False)
+    assert out["Metric"]["Eval"][0]["Recallk"]["topk"] == [1, 5]
+    assert validate_config(out) == out
+
+
+def test_regularizer_and_loader_given_keep_their_values(config):
+    out = validate_config(apply_overrides(config, ["DataLoader.Train.loader.num_workers=0",
+                                                   "DataLoader.Train.dataset.delimiter=null"]))
+    assert out["DataLoader"]["Train"]["loader"] == {"num_workers": 0, "use_shared_memory": True}
+    assert out["DataLoader"]["Train"]["dataset"]["delimiter"] is None
+    assert out["Optimizer"]["regularizer"] == {"name": "L2", "coeff": 1e-5}
+    found = problems(lambda: validate_config(apply_overrides(config, ["Optimizer.regularizer={name: L2}",
+                                                                      "DataLoader.Train.dataset.delimiter=''"])))
+    assert found == [("Optimizer.regularizer.coeff", "missing (required: a number >= 0)"),
+                     ("DataLoader.Train.dataset.delimiter",
+                      "must be 'default' (the data set's own), null (any run of whitespace) or a non-empty string, "
+                      "got '' (str)")]
 
 
 def test_unused_sections_warn_once(config):
