@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['INFERENCE_FILES', 'PADDLECLAS_PREPROCESS', 'IMAGE_EXTENSIONS', 'FeatureModel', 'preprocess_ops', 'inference_pipeline',
-           'file_digest', 'model_fingerprint', 'inference_metadata', 'quiet_export', 'to_onnx', 'export_model',
-           'check_batch', 'PaddlePredictor', 'OnnxPredictor', 'read_inference_yml', 'resolve_device', 'onnx_available',
+           'model_fingerprint', 'inference_metadata', 'quiet_export', 'to_onnx', 'export_model', 'check_batch',
+           'PaddlePredictor', 'OnnxPredictor', 'read_inference_yml', 'resolve_device', 'onnx_available',
            'open_predictor', 'find_images', 'ImageList', 'FeatureExtractor', 'as_inputs', 'exported_predictor',
-           'load_for_export', 'export_config', 'collect_inputs', 'write_atomic', 'write_tsv', 'read_tsv', 'Extraction']
+           'load_for_export', 'export_config', 'collect_inputs', 'write_tsv', 'read_tsv', 'Extraction']
 
 # %% ../nbs/12_inference.ipynb #dd26ccbb
 import contextlib
@@ -20,29 +20,36 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import paddle
-import paddle.nn as nn
 import yaml
+from fastcore.basics import patch
 
 from . import __version__
-from .core import check_int, resolve_num_threads
+# `core` before Paddle (see 00_core)
+from .core import check_int, file_digest, replace_dir_atomic, resolve_num_threads, write_atomic
+from .core import progress as progress_bar  # `Extraction.run` has a switch called `progress`
+import paddle
+import paddle.nn as nn
+
 from .metrics import l2_normalize
 from .backbone import reparameterized
 from .model import RecModel, build_model, load_weights
-from .data import ImageDecodeError, load_image, read_label_file
+from .data import ImageDecodeError, read_label_file
 from .transforms import Pipeline, parse_number
-from .loader import BatchLoader, UNREADABLE
+from .loader import BatchLoader
 
 # %% ../nbs/12_inference.ipynb #4d4977df
 class FeatureModel(nn.Layer):
     "The feature part of a `RecModel`: its backbone and neck (`feature_from='features'`) or its backbone alone."
-    def __init__(self, model: RecModel, feature_from: str = "features"):
+    def __init__(
+        self,
+        model: RecModel,  # the trained model; its head, which only training needs, is left out
+        feature_from: str = "features",  # "features" (backbone and neck) or "backbone"
+    ):
         super().__init__()
         if feature_from not in ("features", "backbone"):
             raise ValueError(f"feature_from must be 'features' or 'backbone', got {feature_from!r}")
@@ -53,241 +60,354 @@ class FeatureModel(nn.Layer):
         x = self.backbone(x)
         return self.neck(x) if self.neck is not None else x
 
-# %% ../nbs/12_inference.ipynb #550a8ec9
+# %% ../nbs/12_inference.ipynb #a5c3a9a4
 def _op(entry: dict) -> tuple:
+    "(name, args) of a transform entry `{name: args}`; the args are copied, `None` becomes `{}`."
     (name, args), = entry.items()
     return name, dict(args or {})
 
-def preprocess_ops(config: dict) -> list:
+def _default_ops(config: dict) -> list:
+    "PaddleClas's inference default: a bilinear resize to `Global.image_shape`, then ImageNet normalisation."
+    _, h, w = config["Global"].get("image_shape", [3, 224, 224])
+    return [{"ResizeImage": {"size": [w, h], "interpolation": "bilinear", "backend": "cv2"}},
+            {"NormalizeImage": {"scale": 1 / 255, "order": "hwc"}}]
+
+# %% ../nbs/12_inference.ipynb #550a8ec9
+def preprocess_ops(
+    config: dict,  # a checked config: `DataLoader.Eval.Query` gives the transforms, else `Global.image_shape`
+) -> list:  # transform entries `{name: args}`, ending with `ToCHWImage`
     "The inference transforms of a (checked) config: its `Eval.Query` ops without `DecodeImage`, then `ToCHWImage`."
     query = ((config.get("DataLoader") or {}).get("Eval") or {}).get("Query")
-    if query is None:
-        _, h, w = config["Global"].get("image_shape", [3, 224, 224])
-        ops = [{"ResizeImage": {"size": [w, h], "interpolation": "bilinear", "backend": "cv2"}},
-               {"NormalizeImage": {"scale": 1 / 255, "order": "hwc"}}]
-    else: ops = [{n: a} for n, a in map(_op, query["dataset"]["transform_ops"]) if n != "DecodeImage"]
+    ops = _default_ops(config) if query is None else query["dataset"]["transform_ops"]
     out = []
     for name, args in map(_op, ops):
-        if name == "NormalizeImage" and "scale" in args: args["scale"] = parse_number(args["scale"], "NormalizeImage scale")
-        if name != "ToCHWImage": out.append({name: args})
+        if name == "NormalizeImage" and "scale" in args:
+            args["scale"] = parse_number(args["scale"], "NormalizeImage scale")
+        if name not in ("DecodeImage", "ToCHWImage"): out.append({name: args})
     return out + [{"ToCHWImage": None}]
 
 # %% ../nbs/12_inference.ipynb #06456545
-def inference_pipeline(transform_ops: list) -> Pipeline:
-    "The compiled `Pipeline` of inference transforms (a `DecodeImage` to RGB is put in front); it must end at a fixed size."
+def inference_pipeline(
+    transform_ops: list,  # inference transforms (`preprocess_ops`), without the decode
+) -> Pipeline:
+    "The compiled `Pipeline` of inference transforms, a `DecodeImage` to RGB in front; it must end at a fixed size."
     pipeline = Pipeline.from_config([{"DecodeImage": {"to_rgb": True, "channel_first": False}}] + list(transform_ops))
     if pipeline.output_hw is None:
         raise ValueError("the inference transforms must end with a ResizeImage of a fixed size (the exported model's "
                          f"input is fixed), got {[next(iter(op)) for op in transform_ops]}")
-    if pipeline.draws: raise ValueError("the inference transforms must not be random, got " +
-                                        ", ".join(type(op).__name__ for op in pipeline.ops + pipeline.post if op.draws))
+    if pipeline.draws:
+        random_ops = [type(op).__name__ for op in pipeline.ops + pipeline.post if op.draws]
+        raise ValueError("the inference transforms must not be random, got " + ", ".join(random_ops))
     return pipeline
 
 # %% ../nbs/12_inference.ipynb #b3fc1779
-INFERENCE_FILES = {"paddle": ("inference.json", "inference.pdiparams"), "paddle2": ("inference.pdmodel", "inference.pdiparams"),
+INFERENCE_FILES = {"paddle": ("inference.json", "inference.pdiparams"),  # Paddle 3
+                   "paddle2": ("inference.pdmodel", "inference.pdiparams"),  # Paddle 2.x: PaddleClas's packages
                    "onnx": ("inference.onnx",)}
 
-def file_digest(path) -> str:
-    "SHA-256 of a file, in hex."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
-    return h.hexdigest()
-
-def model_fingerprint(params_file, transform_ops: list, feature_from: str = "features") -> str:
+def model_fingerprint(
+    params_file,  # the weights: inference.pdiparams (or inference.onnx)
+    transform_ops: list,  # the inference transforms
+    feature_from: str = "features",  # the output taken: "features" or "backbone"
+) -> str:  # SHA-256 in hex
     "SHA-256 of the weights, the preprocessing and the output taken: equal fingerprints mean comparable features."
-    h = hashlib.sha256(file_digest(params_file).encode())
-    h.update(json.dumps({"transform_ops": transform_ops, "feature_from": feature_from}, sort_keys=True).encode())
-    return h.hexdigest()
+    taken = json.dumps({"transform_ops": transform_ops, "feature_from": feature_from}, sort_keys=True)
+    return hashlib.sha256((file_digest(params_file) + taken).encode()).hexdigest()
 
-def inference_metadata(transform_ops: list, feature_size: int, feature_from: str, reparameterized: bool,
-                       architecture: str, fingerprint: str) -> dict:
+# %% ../nbs/12_inference.ipynb #71cd9508
+def inference_metadata(
+    transform_ops: list,  # the inference transforms; their output size is the model's input shape
+    feature_size: int,  # the width of the model's output
+    feature_from: str,  # the output taken: "features" or "backbone"
+    reparameterized: bool,  # whether the parallel Rep branches were fused
+    architecture: str,  # the network's name, such as "RecModel/PPLCNetV2_base_ShiTu"
+    fingerprint: str,  # `model_fingerprint` of the export
+) -> dict:
     "The contents of `inference.yml`."
     h, w = inference_pipeline(transform_ops).output_hw
-    return {"Global": {"library": "feature_extraction", "version": __version__, "architecture": architecture,
-                       "input_shape": [3, h, w], "feature_size": int(feature_size), "feature_from": feature_from,
-                       "reparameterized": bool(reparameterized), "fingerprint": fingerprint},
-            "PreProcess": {"transform_ops": list(transform_ops)}, "PostProcess": {"NormalizeFeatures": None}}
+    info = {"library": "feature_extraction", "version": __version__, "architecture": architecture,
+            "input_shape": [3, h, w], "feature_size": int(feature_size), "feature_from": feature_from,
+            "reparameterized": bool(reparameterized), "fingerprint": fingerprint}
+    return {"Global": info, "PreProcess": {"transform_ops": list(transform_ops)},
+            "PostProcess": {"NormalizeFeatures": None}}
 
 # %% ../nbs/12_inference.ipynb #14040767
+def _point_std_fds(out: int, err: int):
+    "Point file descriptors 1 and 2, where C++ code prints, at `out` and `err`."
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+
 @contextlib.contextmanager
 def quiet_export():
     "Hold back what Paddle's tracer and paddle2onnx print (C++ logs, progress lines); show it only if the block fails."
-    sys.stdout.flush(); sys.stderr.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
     saved, text = (os.dup(1), os.dup(2)), io.StringIO()
     with tempfile.TemporaryFile() as native:
         try:
-            os.dup2(native.fileno(), 1); os.dup2(native.fileno(), 2)
-            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text): yield
+            _point_std_fds(native.fileno(), native.fileno())
+            with contextlib.redirect_stdout(text), contextlib.redirect_stderr(text):
+                yield
         except BaseException:
-            os.dup2(saved[0], 1); os.dup2(saved[1], 2); native.seek(0)
+            _point_std_fds(*saved)
+            native.seek(0)
             sys.stderr.write((native.read().decode(errors="replace") + text.getvalue())[-5000:])
             raise
         finally:
-            os.dup2(saved[0], 1); os.dup2(saved[1], 2); os.close(saved[0]); os.close(saved[1])
+            _point_std_fds(*saved)
+            os.close(saved[0])
+            os.close(saved[1])
 
-def _replace_dir(tmp: Path, out_dir: Path):
-    "Put the finished folder `tmp` at `out_dir`, replacing what was there only once `tmp` is complete."
-    old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-    if out_dir.exists(): os.replace(out_dir, old)
-    try: os.replace(tmp, out_dir)
-    except BaseException:
-        if old.exists(): os.replace(old, out_dir)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-def to_onnx(model_dir, opset: int = 11) -> Path:
+# %% ../nbs/12_inference.ipynb #1f063d3d
+def to_onnx(
+    model_dir,  # a folder with inference.json and inference.pdiparams
+    opset: int = 11,  # the ONNX opset to convert to
+) -> Path:  # `model_dir/inference.onnx`
     "Convert the Paddle model in `model_dir` to `model_dir/inference.onnx` with paddle2onnx."
-    try: import paddle2onnx
-    except ImportError: raise ImportError("ONNX export needs paddle2onnx: pip install 'feature_extraction[onnx]'") from None
+    try:
+        import paddle2onnx
+    except ImportError:
+        raise ImportError("ONNX export needs paddle2onnx: pip install 'feature_extraction[onnx]'") from None
     model_dir = Path(model_dir)
     with quiet_export():
-        paddle2onnx.export(str(model_dir/"inference.json"), str(model_dir/"inference.pdiparams"), str(model_dir/"inference.onnx"),
-                           opset_version=opset, enable_onnx_checker=True)
+        paddle2onnx.export(str(model_dir/"inference.json"), str(model_dir/"inference.pdiparams"),
+                           str(model_dir/"inference.onnx"), opset_version=opset, enable_onnx_checker=True)
     return model_dir/"inference.onnx"
 
+# %% ../nbs/12_inference.ipynb #b2c7d565
+def _check_formats(formats) -> tuple:
+    "`export_model`'s `formats`: ('paddle',) or ('paddle', 'onnx'), else a ValueError."
+    if set(formats) - {"paddle", "onnx"} or "paddle" not in formats:
+        raise ValueError(f"formats must be ('paddle',) or ('paddle', 'onnx'), got {formats}")
+    return tuple(formats)
+
+# %% ../nbs/12_inference.ipynb #d00b37d4
+def _save_inference(net: FeatureModel, prefix: Path, h: int, w: int) -> int:
+    "Trace `net` for inputs [any batch, 3, h, w], save it at `prefix` with `paddle.jit.save`; return its output width."
+    with paddle.no_grad():
+        size = int(net(paddle.zeros([1, 3, h, w])).shape[1])  # before to_static converts `net`
+    spec = [paddle.static.InputSpec([None, 3, h, w], "float32", "x")]
+    with quiet_export():
+        paddle.jit.save(paddle.jit.to_static(net, input_spec=spec, full_graph=True), str(prefix))
+    return size
+
 # %% ../nbs/12_inference.ipynb #0f3ec0b6
-def export_model(model: RecModel, out_dir, transform_ops: list, feature_from: str = "features",
-                 reparameterize: bool = True, formats=("paddle",), architecture: str = "RecModel") -> Path:
+def export_model(
+    model: RecModel,  # the trained model; it is not changed (a copy is re-parameterised)
+    out_dir,  # the folder to write; an earlier export there is replaced only once this one is complete
+    transform_ops: list,  # the inference transforms (`preprocess_ops`), ending at a fixed size
+    feature_from: str = "features",  # the output taken: "features" (backbone and neck) or "backbone"
+    reparameterize: bool = True,  # fuse the parallel Rep branches first
+    formats=("paddle",),  # ("paddle",), or ("paddle", "onnx") to also write inference.onnx
+    architecture: str = "RecModel",  # the network's name in `inference.yml`
+) -> Path:  # `out_dir`
     "Save the feature part of `model` as a Paddle inference model (+ ONNX) with `inference.yml` in `out_dir`."
-    unknown = set(formats) - {"paddle", "onnx"}
-    if unknown or "paddle" not in formats: raise ValueError(f"formats must be ('paddle',) or ('paddle', 'onnx'), got {formats}")
+    _check_formats(formats)
     h, w = inference_pipeline(transform_ops).output_hw
     net = FeatureModel(reparameterized(model) if reparameterize else copy.deepcopy(model), feature_from)
     net.eval()
-    out_dir = Path(out_dir); out_dir.parent.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        with paddle.no_grad(): size = int(net(paddle.zeros([1, 3, h, w])).shape[1])  # before to_static converts `net`
-        spec = [paddle.static.InputSpec([None, 3, h, w], "float32", "x")]
-        with quiet_export(): paddle.jit.save(paddle.jit.to_static(net, input_spec=spec, full_graph=True), str(tmp/"inference"))
+        size = _save_inference(net, tmp/"inference", h, w)
         if "onnx" in formats: to_onnx(tmp)
-        meta = inference_metadata(transform_ops, size, feature_from, reparameterize, architecture,
-                                  model_fingerprint(tmp/"inference.pdiparams", transform_ops, feature_from))
+        fingerprint = model_fingerprint(tmp/"inference.pdiparams", transform_ops, feature_from)
+        meta = inference_metadata(transform_ops, size, feature_from, reparameterize, architecture, fingerprint)
         (tmp/"inference.yml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
-        _replace_dir(tmp, out_dir)
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+        replace_dir_atomic(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 # %% ../nbs/12_inference.ipynb #73c39162
-def check_batch(images) -> np.ndarray:
+def check_batch(
+    images,  # a preprocessed batch [B, 3, H, W], of any float type and memory layout
+) -> np.ndarray:
     "A preprocessed batch as C-contiguous float32 [B, 3, H, W]."
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"a preprocessed batch must be [B, 3, H, W], got shape {list(images.shape)}")
     return np.ascontiguousarray(images, np.float32)
 
+# %% ../nbs/12_inference.ipynb #cf04fae2
+def _paddle_config(model_file, params_file, device: str, num_threads) -> paddle.inference.Config:
+    "Paddle Inference's settings, as PaddleClas's `predictor.py` makes them: oneDNN on the CPU, or a GPU."
+    cfg = paddle.inference.Config(str(model_file), str(params_file))
+    if device.startswith("gpu"):
+        cfg.enable_use_gpu(256, int(device.partition(":")[2] or 0))
+    else:
+        cfg.disable_gpu()
+        cfg.enable_mkldnn()
+        cfg.set_mkldnn_cache_capacity(10)
+        cfg.set_cpu_math_library_num_threads(resolve_num_threads(num_threads))
+    cfg.switch_ir_optim(True)
+    cfg.disable_glog_info()
+    return cfg
+
+# %% ../nbs/12_inference.ipynb #d5305921
 class PaddlePredictor:
     "Paddle Inference on a model file and its weights: oneDNN and `num_threads` threads on the CPU, or a GPU."
-    def __init__(self, model_file, params_file, device: str = "cpu", num_threads: int = None):
-        cfg = paddle.inference.Config(str(model_file), str(params_file))
-        if device.startswith("gpu"): cfg.enable_use_gpu(256, int(device.partition(":")[2] or 0))
-        else:
-            cfg.disable_gpu(); cfg.enable_mkldnn(); cfg.set_mkldnn_cache_capacity(10)
-            cfg.set_cpu_math_library_num_threads(resolve_num_threads(num_threads))
-        cfg.switch_ir_optim(True); cfg.disable_glog_info()
-        self.predictor = paddle.inference.create_predictor(cfg)
+    def __init__(
+        self,
+        model_file,  # inference.json (Paddle 3) or inference.pdmodel (Paddle 2.x)
+        params_file,  # inference.pdiparams
+        device: str = "cpu",  # "cpu", "gpu" or "gpu:N"
+        num_threads: int = None,  # math threads on the CPU; None: the cores this process may use
+    ):
+        self.predictor = paddle.inference.create_predictor(_paddle_config(model_file, params_file, device, num_threads))
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
 
     def __call__(self, images) -> np.ndarray:
+        "The model's output [B, D] for a preprocessed batch float32 [B, 3, H, W]."
         images = check_batch(images)
-        self.input.reshape(list(images.shape)); self.input.copy_from_cpu(images)
+        self.input.reshape(list(images.shape))
+        self.input.copy_from_cpu(images)
         self.predictor.run()
         return self.output.copy_to_cpu()
+
+# %% ../nbs/12_inference.ipynb #c4bce9b5
+def _onnx_session(model_file, device: str, num_threads):
+    "An onnxruntime session on `model_file`: `num_threads` threads on the CPU, CUDA first for a `gpu` device."
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ImportError("ONNX models need onnxruntime: pip install 'feature_extraction[onnx]'") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = resolve_num_threads(num_threads), 1
+    options.log_severity_level = 3  # paddle2onnx leaves unused initializers, which onnxruntime reports one by one
+    providers = (["CUDAExecutionProvider"] if device.startswith("gpu") else []) + ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(model_file), options, providers=providers)
 
 # %% ../nbs/12_inference.ipynb #0a58e2d4
 class OnnxPredictor:
     "onnxruntime on an ONNX model: `num_threads` threads on the CPU, CUDA when asked and available."
-    def __init__(self, model_file, device: str = "cpu", num_threads: int = None):
-        try: import onnxruntime as ort
-        except ImportError: raise ImportError("ONNX models need onnxruntime: pip install 'feature_extraction[onnx]'") from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = resolve_num_threads(num_threads), 1
-        options.log_severity_level = 3  # paddle2onnx leaves unused initializers, which onnxruntime reports one by one
-        providers = (["CUDAExecutionProvider"] if device.startswith("gpu") else []) + ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(model_file), options, providers=providers)
+    def __init__(
+        self,
+        model_file,  # inference.onnx
+        device: str = "cpu",  # "cpu", or "gpu"/"gpu:N" for CUDA (when onnxruntime has it)
+        num_threads: int = None,  # threads on the CPU; None: the cores this process may use
+    ):
+        self.session = _onnx_session(model_file, device, num_threads)
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, images) -> np.ndarray:
+        "The model's output [B, D] for a preprocessed batch float32 [B, 3, H, W]."
         return self.session.run(None, {self.input_name: check_batch(images)})[0]
 
 # %% ../nbs/12_inference.ipynb #1764d4e8
 PADDLECLAS_PREPROCESS = [  # deploy/configs/inference_rec.yaml: RecPreProcess
     {"ResizeImage": {"size": [224, 224], "interpolation": "bilinear", "backend": "cv2"}},
-    {"NormalizeImage": {"scale": 0.00392157, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "order": "hwc"}},
+    {"NormalizeImage": {"scale": 0.00392157, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                        "order": "hwc"}},
     {"ToCHWImage": None}]
 
-def read_inference_yml(model_dir) -> dict:
+# %% ../nbs/12_inference.ipynb #f401276a
+def read_inference_yml(
+    model_dir,  # an exported folder, or a PaddleClas inference package (which has no inference.yml)
+) -> dict:  # the metadata, as `inference_metadata` makes it
     "`inference.yml` of an exported folder; PaddleClas's inference defaults (with a warning) when there is none."
     path = Path(model_dir)/"inference.yml"
     if not path.exists():
         warnings.warn(f"{model_dir} has no inference.yml (a PaddleClas export?): using PaddleClas's inference "
                       "preprocessing, a 224x224 bilinear resize and ImageNet normalisation, and normalised features")
-        return {"Global": {}, "PreProcess": {"transform_ops": PADDLECLAS_PREPROCESS}, "PostProcess": {"NormalizeFeatures": None}}
+        return {"Global": {}, "PreProcess": {"transform_ops": PADDLECLAS_PREPROCESS},
+                "PostProcess": {"NormalizeFeatures": None}}
     meta = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(meta.get("PreProcess"), dict) or not meta["PreProcess"].get("transform_ops"):
         raise ValueError(f"{path}: no PreProcess.transform_ops; re-export the model with fe_export")
     return meta
 
 # %% ../nbs/12_inference.ipynb #5454e169
-def resolve_device(device: str = "auto") -> str:
+def resolve_device(
+    device: str = "auto",  # "auto", "cpu", "gpu" or "gpu:N"
+) -> str:  # "cpu", "gpu" or "gpu:N"
     "`auto`: `gpu` when Paddle is built with CUDA, else `cpu`; `gpu` requests without CUDA fail."
     device = str(device or "auto")
     if device == "auto": return "gpu" if paddle.device.is_compiled_with_cuda() else "cpu"
-    if device != "cpu" and not device.startswith("gpu"): raise ValueError(f"device must be 'auto', 'cpu', 'gpu' or 'gpu:N', got {device!r}")
+    if device != "cpu" and not device.startswith("gpu"):
+        raise ValueError(f"device must be 'auto', 'cpu', 'gpu' or 'gpu:N', got {device!r}")
     if device.startswith("gpu") and not paddle.device.is_compiled_with_cuda():
-        raise ValueError(f"device={device!r}, but this PaddlePaddle has no CUDA: use device='cpu', or install paddlepaddle-gpu")
+        raise ValueError(f"device={device!r}, but this PaddlePaddle has no CUDA: use device='cpu', "
+                         "or install paddlepaddle-gpu")
     return device
 
+# %% ../nbs/12_inference.ipynb #79cd172e
 def onnx_available() -> bool:
     "paddle2onnx and onnxruntime are installed (the `onnx` extra)."
     import importlib.util
     return all(importlib.util.find_spec(m) is not None for m in ("paddle2onnx", "onnxruntime"))
 
-def open_predictor(model_dir, backend: str = "auto", device: str = "cpu", num_threads: int = None) -> tuple:
+# %% ../nbs/12_inference.ipynb #6cf8c8c8
+def _no_model_error(folder: Path, backend: str) -> FileNotFoundError:
+    "The error for a folder with no model `backend` can open: what it holds, what was expected, how to convert."
+    found = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+    kind = "Paddle or ONNX" if backend == "auto" else backend
+    return FileNotFoundError(
+        f"{folder} has no {kind} inference model (it holds: {found}). Expected inference.json + inference.pdiparams "
+        "(Paddle 3), inference.pdmodel + inference.pdiparams (Paddle 2) or inference.onnx. Export one with fe_export; "
+        "an older Paddle model that this Paddle cannot read converts with `paddle2onnx --model_dir DIR "
+        "--model_filename inference.pdmodel --params_filename inference.pdiparams --save_file DIR/inference.onnx`.")
+
+# %% ../nbs/12_inference.ipynb #5732bff0
+def open_predictor(
+    model_dir,  # an exported folder (`fe_export`) or a PaddleClas inference package
+    backend: str = "auto",  # "paddle", "onnx", or "auto": ONNX on a CPU if the folder has it and onnxruntime is there
+    device: str = "cpu",  # "cpu", "gpu" or "gpu:N"
+    num_threads: int = None,  # CPU threads; None: the cores this process may use
+) -> tuple:  # (backend name, predictor)
     "(backend name, predictor) for the model in `model_dir`: `paddle`, `onnx`, or `auto` (see above)."
-    d = Path(model_dir)
-    if not d.is_dir(): raise FileNotFoundError(f"model folder not found: {d}")
-    has = {kind: all((d/f).exists() for f in files) for kind, files in INFERENCE_FILES.items()}
-    if backend not in ("auto", "paddle", "onnx"): raise ValueError(f"backend must be 'auto', 'paddle' or 'onnx', got {backend!r}")
+    folder = Path(model_dir)
+    if not folder.is_dir(): raise FileNotFoundError(f"model folder not found: {folder}")
+    has = {kind: all((folder/f).exists() for f in files) for kind, files in INFERENCE_FILES.items()}
+    if backend not in ("auto", "paddle", "onnx"):
+        raise ValueError(f"backend must be 'auto', 'paddle' or 'onnx', got {backend!r}")
     if backend == "auto" and device == "cpu" and has["onnx"] and onnx_available(): backend = "onnx"  # faster on CPUs
     if backend in ("auto", "paddle"):
         for kind in ("paddle", "paddle2"):
-            if has[kind]: return "paddle", PaddlePredictor(*(d/f for f in INFERENCE_FILES[kind]), device, num_threads)
-    if backend in ("auto", "onnx") and has["onnx"]: return "onnx", OnnxPredictor(d/"inference.onnx", device, num_threads)
-    found = ", ".join(sorted(p.name for p in d.iterdir())) or "nothing"
-    raise FileNotFoundError(f"{d} has no {'Paddle or ONNX' if backend == 'auto' else backend} inference model (it holds: {found}). "
-                            "Expected inference.json + inference.pdiparams (Paddle 3), inference.pdmodel + inference.pdiparams "
-                            "(Paddle 2) or inference.onnx. Export one with fe_export; an older Paddle model that this "
-                            "Paddle cannot read converts with `paddle2onnx --model_dir DIR --model_filename inference.pdmodel "
-                            "--params_filename inference.pdiparams --save_file DIR/inference.onnx`.")
+            if has[kind]:
+                return "paddle", PaddlePredictor(*(folder/f for f in INFERENCE_FILES[kind]), device, num_threads)
+    if backend in ("auto", "onnx") and has["onnx"]:
+        return "onnx", OnnxPredictor(folder/"inference.onnx", device, num_threads)
+    raise _no_model_error(folder, backend)
 
-# %% ../nbs/12_inference.ipynb #f968f67c
+# %% ../nbs/12_inference.ipynb #47b4f41d
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-def find_images(folder) -> list:
+def find_images(
+    folder,  # where to look, recursively
+) -> list:  # the paths, as strings
     "The image files under `folder` (recursively, by extension), sorted."
     folder = Path(folder)
     return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
+# %% ../nbs/12_inference.ipynb #f968f67c
 @dataclass
 class ImageList:
-    "Image paths with int64 labels (-1: unknown), optional unique ids and text labels: `BatchLoader`'s data set for inference."
-    paths: list
-    labels: np.ndarray = None
-    unique_ids: np.ndarray = None
+    "Image paths with int64 labels (-1: unknown), optional unique ids and text labels: `BatchLoader`'s data set."
+    paths: list  # the image files
+    labels: np.ndarray = None  # int64 labels, -1 for unknown; None: all unknown
+    unique_ids: np.ndarray = None  # int64 ids of the images (PaddleClas label files' third column), or None
     names: list = None  # text labels (gallery lists), where the int64 `labels` cannot hold them
     def __post_init__(self):
         self.paths = [str(p) for p in self.paths]
-        self.labels = np.full(len(self.paths), -1, np.int64) if self.labels is None else np.asarray(self.labels, np.int64)
+        labels = np.full(len(self.paths), -1, np.int64) if self.labels is None else self.labels
+        self.labels = np.asarray(labels, np.int64)
         if self.unique_ids is not None: self.unique_ids = np.asarray(self.unique_ids, np.int64)
     def __len__(self): return len(self.paths)
 
 # %% ../nbs/12_inference.ipynb #2839abec
 class FeatureExtractor:
-    "L2-normalised features [N, D] float32 of images with an exported model (`fe_export`) or a PaddleClas inference package."
-    def __init__(self, model_dir, device: str = "auto", num_threads: int = None, batch_size: int = 32, backend: str = "auto"):
+    "L2-normalised features [N, D] float32 of images, with an exported model (`fe_export`) or a PaddleClas package."
+    def __init__(
+        self,
+        model_dir,  # an exported folder (`fe_export`) or a PaddleClas inference package
+        device: str = "auto",  # "auto" (the GPU when Paddle has CUDA), "cpu", "gpu" or "gpu:N"
+        num_threads: int = None,  # CPU threads of the model and the loader; None: the cores this process may use
+        batch_size: int = 32,  # images per model call
+        backend: str = "auto",  # "paddle", "onnx", or "auto" (see `open_predictor`)
+    ):
         self.model_dir, self.device = Path(model_dir), resolve_device(device)
         self.num_threads, self.batch_size = resolve_num_threads(num_threads), check_int(batch_size, "batch_size")
         self.metadata = read_inference_yml(self.model_dir)
@@ -295,50 +415,91 @@ class FeatureExtractor:
         self.normalize = "NormalizeFeatures" in (self.metadata.get("PostProcess") or {})
         self.backend, self.predictor = open_predictor(self.model_dir, backend, self.device, self.num_threads)
 
-    def encode(self, images) -> np.ndarray:
-        "Features of a preprocessed batch float32 [B, 3, H, W], in batches of `batch_size`; normalised as `inference.yml` says."
-        images = check_batch(images)
-        out = [self.predictor(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
-        feats = np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, self.feature_size), np.float32)
-        return l2_normalize(feats) if self.normalize else feats
+# %% ../nbs/12_inference.ipynb #e90e6f26
+@patch(as_prop=True)
+def feature_size(self: FeatureExtractor) -> int:
+    "The width of the features (from `inference.yml`; 512 for PaddleClas's packages)."
+    return int(self.metadata["Global"].get("feature_size", 512))
 
-    feature_size = property(lambda self: int(self.metadata["Global"].get("feature_size", 512)))
-    fingerprint = property(lambda self: self.metadata["Global"].get("fingerprint") or model_fingerprint(
-        self.weights_file, self.metadata["PreProcess"]["transform_ops"], self.metadata["Global"].get("feature_from", "features")))
-    weights_file = property(lambda self: next(self.model_dir/f for f in ("inference.pdiparams", "inference.onnx") if (self.model_dir/f).exists()))
-    def __repr__(self):
-        h, w = self.pipeline.output_hw
-        return (f"FeatureExtractor({str(self.model_dir)!r}: {self.backend} on {self.device}, {self.num_threads} threads, "
-                f"input {h}x{w}, {self.feature_size}-d{' normalised' * self.normalize}, batches of {self.batch_size})")
+@patch(as_prop=True)
+def weights_file(self: FeatureExtractor) -> Path:
+    "The weights: `inference.pdiparams`, or `inference.onnx` in a folder with only an ONNX model."
+    return next(self.model_dir/f for f in ("inference.pdiparams", "inference.onnx") if (self.model_dir/f).exists())
+
+@patch(as_prop=True)
+def fingerprint(self: FeatureExtractor) -> str:
+    "`model_fingerprint` of the model: from `inference.yml`, or computed for a folder without one."
+    info, transform_ops = self.metadata["Global"], self.metadata["PreProcess"]["transform_ops"]
+    return info.get("fingerprint") or model_fingerprint(self.weights_file, transform_ops,
+                                                        info.get("feature_from", "features"))
+
+# %% ../nbs/12_inference.ipynb #6dc313a5
+@patch
+def __repr__(self: FeatureExtractor):
+    h, w = self.pipeline.output_hw
+    return (f"FeatureExtractor({str(self.model_dir)!r}: {self.backend} on {self.device}, {self.num_threads} threads, "
+            f"input {h}x{w}, {self.feature_size}-d{' normalised' * self.normalize}, batches of {self.batch_size})")
+
+# %% ../nbs/12_inference.ipynb #a36eb58f
+@patch
+def encode(
+    self: FeatureExtractor,
+    images,  # a preprocessed batch float32 [B, 3, H, W], of any size B
+) -> np.ndarray:  # features [B, D] float32
+    "Features of a preprocessed batch, run `batch_size` at a time; normalised as `inference.yml` says."
+    images = check_batch(images)
+    out = [self.predictor(images[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
+    feats = np.concatenate(out).astype(np.float32, copy=False) if out else np.zeros((0, self.feature_size), np.float32)
+    return l2_normalize(feats) if self.normalize else feats
 
 # %% ../nbs/12_inference.ipynb #ff5de6ab
-def _loader(self, images: ImageList, batches=None) -> BatchLoader:
+@patch
+def loader(
+    self: FeatureExtractor,
+    images: ImageList,  # the images to read
+    batches=None,  # lists of indices into `images`; None: all of them in order, `batch_size` at a time
+) -> BatchLoader:
     "A `BatchLoader` over `images` in order (or over the index lists `batches`); unreadable files are skipped."
-    if batches is None: batches = [list(range(i, min(i + self.batch_size, len(images)))) for i in range(0, len(images), self.batch_size)]
+    if batches is None:
+        starts = range(0, len(images), self.batch_size)
+        batches = [list(range(i, min(i + self.batch_size, len(images)))) for i in starts]
     return BatchLoader(images, self.pipeline, batches, num_workers=self.num_threads, on_error="skip")
 
-def _extract(self, images, batches=None):
-    "Yield `(batch, features)` for the batches of `images` (an `ImageList` or paths); `batch.skipped` lists unreadable files."
+# %% ../nbs/12_inference.ipynb #95b3d938
+@patch
+def extract(
+    self: FeatureExtractor,
+    images,  # an `ImageList`, or image paths
+    batches=None,  # lists of indices into `images`, as for `loader`
+):
+    "Yield `(batch, features)` for the batches of `images`; `batch.skipped` lists the unreadable files left out."
     images = images if isinstance(images, ImageList) else ImageList(images)
     for batch in self.loader(images, batches):
         yield batch, (self.encode(batch.images) if len(batch) else np.zeros((0, self.feature_size), np.float32))
 
-FeatureExtractor.loader, FeatureExtractor.extract = _loader, _extract
-
 # %% ../nbs/12_inference.ipynb #279a9f08
-def as_inputs(inputs) -> tuple:
+def as_inputs(
+    inputs,  # a path, a folder, a list of paths, an RGB uint8 H x W x 3 image, or a list or stack of them
+) -> tuple:  # ('paths', [str]) or ('arrays', [uint8 H x W x 3])
     "(kind, items) of `__call__`'s inputs: ('paths', [str]) or ('arrays', [uint8 H x W x 3])."
-    if isinstance(inputs, np.ndarray): inputs = [inputs] if inputs.ndim == 3 else list(inputs)
+    if isinstance(inputs, np.ndarray):
+        inputs = [inputs] if inputs.ndim == 3 else list(inputs)
     elif isinstance(inputs, (str, os.PathLike)):
-        p = Path(inputs)
-        inputs = find_images(p) if p.is_dir() else [p]
-        if not inputs: raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {p}")
+        path = Path(inputs)
+        inputs = find_images(path) if path.is_dir() else [path]
+        if not inputs: raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {path}")
     items = list(inputs)
     if all(isinstance(x, np.ndarray) for x in items): return "arrays", items
     if all(isinstance(x, (str, os.PathLike)) for x in items): return "paths", [str(x) for x in items]
-    raise TypeError("inputs must be a path, a folder, a list of paths, or an RGB uint8 H x W x 3 image or a list of them")
+    raise TypeError("inputs must be a path, a folder, a list of paths, or an RGB uint8 H x W x 3 image "
+                    "or a list of them")
 
-def _call(self, inputs) -> np.ndarray:
+# %% ../nbs/12_inference.ipynb #56962938
+@patch
+def __call__(
+    self: FeatureExtractor,
+    inputs,  # paths, a folder, or RGB uint8 H x W x 3 images (see `as_inputs`)
+) -> np.ndarray:  # features [N, D] float32, in the order of the inputs
     "Features [N, D] float32 of the images in `inputs` (paths, a folder, RGB uint8 arrays), in order."
     kind, items = as_inputs(inputs)
     if not items: return np.zeros((0, self.feature_size), np.float32)
@@ -353,38 +514,59 @@ def _call(self, inputs) -> np.ndarray:
         out.append(feats)
     return np.concatenate(out)
 
-FeatureExtractor.__call__ = _call
-
 # %% ../nbs/12_inference.ipynb #354e1ef6
 @contextlib.contextmanager
-def exported_predictor(model: RecModel, transform_ops: list, feature_from: str = "features", device: str = "cpu",
-                       num_threads: int = None, tmp_root=None):
-    """A predictor of `model` (re-parameterised, exported to a temporary folder in `tmp_root`, deleted on exit):
-    onnxruntime on the CPU when the `onnx` extra is installed, else Paddle Inference."""
+def exported_predictor(
+    model: RecModel,  # the model to evaluate; it is not changed
+    transform_ops: list,  # the inference transforms
+    feature_from: str = "features",  # the output taken: "features" or "backbone"
+    device: str = "cpu",  # "cpu", "gpu" or "gpu:N"
+    num_threads: int = None,  # CPU threads; None: the cores this process may use
+    tmp_root=None,  # where the temporary folder goes; None: the system's temporary folder
+):
+    "A predictor of `model`, re-parameterised and exported to a temporary folder in `tmp_root` (deleted on exit)."
     with tempfile.TemporaryDirectory(prefix="feature_extraction_export_", dir=tmp_root) as tmp:
         formats = ("paddle", "onnx") if device == "cpu" and onnx_available() else ("paddle",)
-        yield open_predictor(export_model(model, Path(tmp)/"model", transform_ops, feature_from, formats=formats),
-                             "auto", device, num_threads)[1]
+        model_dir = export_model(model, Path(tmp)/"model", transform_ops, feature_from, formats=formats)
+        yield open_predictor(model_dir, "auto", device, num_threads)[1]
 
-# %% ../nbs/12_inference.ipynb #673ff743
-def load_for_export(config: dict) -> RecModel:
-    "The config's `RecModel` with the weights of `Global.pretrained_model`; every tensor but the head's must fit."
+# %% ../nbs/12_inference.ipynb #0f7034c7
+def _weights_file(config: dict) -> str:
+    "The `.pdparams` file that `Global.pretrained_model` names (the file or its prefix); it must exist."
     path = config["Global"].get("pretrained_model")
-    if not path: raise ValueError("no weights to export: give them with -o Global.pretrained_model=PATH (a .pdparams file or its prefix)")
+    if not path:
+        raise ValueError("no weights to export: give them with -o Global.pretrained_model=PATH "
+                         "(a .pdparams file or its prefix)")
     path = str(path) if str(path).endswith(".pdparams") else f"{path}.pdparams"
     if not Path(path).is_file(): raise FileNotFoundError(f"weights file not found: {path} (Global.pretrained_model)")
+    return path
+
+# %% ../nbs/12_inference.ipynb #ce4f9a16
+def _check_fit(report: dict, path: str, backbone: str):
+    "Fail if `load_weights`'s `report` has missing or mismatched tensors outside the head, which is not exported."
+    bad = {k: [n for n in report[k] if not n.startswith("head.")] for k in ("missing", "mismatched")}
+    if any(bad.values()):
+        found = "; ".join(f"{len(v)} {k} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})"
+                          for k, v in bad.items() if v)
+        raise ValueError(f"the weights {path} do not fit Arch ({backbone}): {found}. "
+                         "Export with the config the model was trained with.")
+
+# %% ../nbs/12_inference.ipynb #673ff743
+def load_for_export(
+    config: dict,  # a checked config: its `Arch` and `Global.pretrained_model`
+) -> RecModel:  # in eval mode
+    "The config's `RecModel` with the weights of `Global.pretrained_model`; every tensor but the head's must fit."
+    path = _weights_file(config)
     arch = copy.deepcopy(config["Arch"])
     arch["Backbone"] = dict(arch["Backbone"], pretrained=False)
     model = build_model(arch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the head's tensors may be absent: they are reported below if anything else is
-        try: report = load_weights(model, path)
-        except ValueError as e: raise ValueError(f"{e}: is Arch the config these weights were trained with?") from None
-    bad = {k: [n for n in report[k] if not n.startswith("head.")] for k in ("missing", "mismatched")}
-    if any(bad.values()):
-        raise ValueError(f"the weights {path} do not fit Arch ({arch['Backbone']['name']}): " + "; ".join(
-            f"{len(v)} {k} ({', '.join(v[:3])}{', ...' if len(v) > 3 else ''})" for k, v in bad.items() if v) +
-            ". Export with the config the model was trained with.")
+        try:
+            report = load_weights(model, path)
+        except ValueError as e:
+            raise ValueError(f"{e}: is Arch the config these weights were trained with?") from None
+    _check_fit(report, path, arch["Backbone"]["name"])
     return model.eval()
 
 # %% ../nbs/12_inference.ipynb #bc8fe8f8
@@ -399,60 +581,77 @@ def export_config(
                         g.get("retrieval_feature_from", "features"), reparameterize, formats,
                         f"{arch['name']}/{arch['Backbone']['name']}")
 
+# %% ../nbs/12_inference.ipynb #814f1056
+def _input_entries(item, image_root) -> tuple:
+    "(paths, labels, unique ids) of one input of `collect_inputs`: an image, a folder or a label file."
+    path = Path(item)
+    if path.is_dir():
+        found = find_images(path)
+        if not found: raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {path}")
+        return found, [-1] * len(found), [None] * len(found)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        if not path.is_file(): raise FileNotFoundError(f"image file not found: {path}")
+        return [str(path)], [-1], [None]
+    if path.is_file():
+        listed = read_label_file(path, image_root, check_files=False)
+        ids = listed.unique_ids.tolist() if listed.unique_ids is not None else [None] * len(listed)
+        return listed.paths, listed.labels.tolist(), ids
+    raise FileNotFoundError(f"no such image, folder or label file: {path}")
+
 # %% ../nbs/12_inference.ipynb #1f0b94a5
-def collect_inputs(inputs, image_root=None) -> ImageList:
+def collect_inputs(
+    inputs,  # image files, folders (their images, recursively) and PaddleClas label files, in order
+    image_root=None,  # the folder label files' paths are relative to; None: each label file's folder
+) -> ImageList:
     "One `ImageList` of images, folders and label files, in the order given; labels and unique ids from label files."
     paths, labels, ids = [], [], []
     for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = find_images(p)
-            if not found: raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {p}")
-            paths += found; labels += [-1] * len(found); ids += [None] * len(found)
-        elif p.suffix.lower() in IMAGE_EXTENSIONS:
-            if not p.is_file(): raise FileNotFoundError(f"image file not found: {p}")
-            paths.append(str(p)); labels.append(-1); ids.append(None)
-        elif p.is_file():
-            lf = read_label_file(p, image_root, check_files=False)
-            paths += lf.paths; labels += lf.labels.tolist()
-            ids += lf.unique_ids.tolist() if lf.unique_ids is not None else [None] * len(lf)
-        else: raise FileNotFoundError(f"no such image, folder or label file: {p}")
+        item_paths, item_labels, item_ids = _input_entries(item, image_root)
+        paths += item_paths
+        labels += item_labels
+        ids += item_ids
     if not paths: raise ValueError("no inputs: give image files, folders or label files")
     return ImageList(paths, labels, None if None in ids else ids)
 
 # %% ../nbs/12_inference.ipynb #3c87ddec
-def write_atomic(path, write):
-    "Call `write(f)` on a temporary binary file beside `path`, then rename it to `path`: `path` is never half-written."
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f: write(f)
-        os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
-
-def write_tsv(path, header: list, rows):
+def write_tsv(
+    path,  # the file to write, through a temporary file and a rename (`core.write_atomic`)
+    header: list,  # the column names
+    rows,  # lists of strings, one per line
+):
     "A tab-separated file (csv quoting for tabs, newlines and quotes inside fields), UTF-8, written atomically."
     def write(f):
         text = io.TextIOWrapper(f, encoding="utf-8", newline="")
-        w = csv.writer(text, delimiter="\t", lineterminator="\n")
-        w.writerow(header); w.writerows(rows)
-        text.flush(); text.detach()
+        table = csv.writer(text, delimiter="\t", lineterminator="\n")
+        table.writerow(header)
+        table.writerows(rows)
+        text.flush()
+        text.detach()  # leave `f` open for `write_atomic`, which flushes it to disk
     write_atomic(path, write)
 
-def read_tsv(path) -> list:
+# %% ../nbs/12_inference.ipynb #6b249dd6
+def read_tsv(
+    path,  # a file written by `write_tsv`
+) -> list:  # its rows, lists of strings, without the header
     "The rows (lists of strings) of a file written by `write_tsv`, without its header."
     with open(path, encoding="utf-8", newline="") as f: return list(csv.reader(f, delimiter="\t"))[1:]
 
 # %% ../nbs/12_inference.ipynb #f0510242
 class Extraction:
     "`fe_extract`'s work: the features of an `ImageList` into `out_dir`, chunk by chunk, resumable."
-    def __init__(self, extractor: FeatureExtractor, images: ImageList, out_dir, chunk_size: int = 4096):
+    def __init__(
+        self,
+        extractor: FeatureExtractor,  # the model that makes the features
+        images: ImageList,  # the images, in the order of the output's rows
+        out_dir,  # the output folder: new, empty, or holding this same extraction (to resume)
+        chunk_size: int = 4096,  # images per chunk: the most an interruption loses
+    ):
         self.fx, self.images, self.out_dir = extractor, images, Path(out_dir)
         self.chunk_size = check_int(chunk_size, "chunk_size")
         self.chunks = self.out_dir/"chunks"
+        inputs = hashlib.sha256("\n".join(images.paths).encode()).hexdigest()
         self.manifest = {"model": str(extractor.model_dir), "fingerprint": extractor.fingerprint, "images": len(images),
-                         "inputs": hashlib.sha256("\n".join(images.paths).encode()).hexdigest(),
-                         "chunk_size": self.chunk_size, "version": __version__}
+                         "inputs": inputs, "chunk_size": self.chunk_size, "version": __version__}
 
     num_chunks = property(lambda self: -(-len(self.images) // self.chunk_size))
     complete = property(lambda self: (self.out_dir/"features.npy").exists() and not self.chunks.exists())
@@ -460,65 +659,100 @@ class Extraction:
     def span(self, k: int) -> range: return range(k * self.chunk_size, min((k + 1) * self.chunk_size, len(self.images)))
 
 # %% ../nbs/12_inference.ipynb #39237e90
-def _prepare(self, resume: bool = False) -> list:
+@patch
+def _check_resumable(self: Extraction, path: Path, resume: bool):
+    "Fail unless the extraction recorded in `path` (`extract.json`) is this run and `resume` is set."
+    if not resume:
+        raise FileExistsError(f"{self.out_dir} already holds an extraction: add --resume to continue it, "
+                              "or choose another folder")
+    old = json.loads(path.read_text())
+    differ = [k for k in ("fingerprint", "inputs", "images", "chunk_size") if old.get(k) != self.manifest[k]]
+    if differ:
+        raise ValueError(f"cannot resume {self.out_dir}: the run differs in {', '.join(differ)} (another model, "
+                         "other inputs or another --chunk-size); use another folder")
+
+@patch
+def prepare(
+    self: Extraction,
+    resume: bool = False,  # continue the extraction already in `out_dir` (the same run)
+) -> list:  # the chunks still to do
     "Check the output folder for this run (`resume`: continue the same run); return the chunks still to do."
     path = self.out_dir/"extract.json"
     if path.exists():
-        if not resume: raise FileExistsError(f"{self.out_dir} already holds an extraction: add --resume to continue it, or choose another folder")
-        old = json.loads(path.read_text())
-        differ = [k for k in ("fingerprint", "inputs", "images", "chunk_size") if old.get(k) != self.manifest[k]]
-        if differ: raise ValueError(f"cannot resume {self.out_dir}: the run differs in {', '.join(differ)} (another model, "
-                                    "other inputs or another --chunk-size); use another folder")
+        self._check_resumable(path, resume)
     elif self.out_dir.exists() and any(self.out_dir.iterdir()):
         raise FileExistsError(f"{self.out_dir} is not empty and holds no extraction: choose another folder")
     self.chunks.mkdir(parents=True, exist_ok=True)
-    if not path.exists(): write_atomic(path, lambda f: f.write(json.dumps(self.manifest, indent=2).encode()))
+    if not path.exists(): write_atomic(path, json.dumps(self.manifest, indent=2))
     return [k for k in range(self.num_chunks) if not self.chunk_file(k).exists()]
 
-Extraction.prepare = _prepare
-
 # %% ../nbs/12_inference.ipynb #bfef0b00
-def _save_chunk(self, k: int, parts: list):
+@patch
+def save_chunk(
+    self: Extraction,
+    k: int,  # the chunk
+    parts: list,  # (kept indices, features, [(index, path, reason) of each image left out]) of its batches
+):
     "Write chunk `k` from its batches' (kept indices, features, [(index, path, reason)])."
-    kept = np.concatenate([p[0] for p in parts]); feats = np.concatenate([p[1] for p in parts])
     failed = [s for p in parts for s in p[2]]
-    write_atomic(self.chunk_file(k), lambda f: np.savez(f, indices=kept, features=feats,
-                 failed_indices=np.asarray([s[0] for s in failed], np.int64), failed_reasons=np.asarray([s[2] for s in failed], str)))
+    arrays = {"indices": np.concatenate([p[0] for p in parts]), "features": np.concatenate([p[1] for p in parts]),
+              "failed_indices": np.asarray([s[0] for s in failed], np.int64),
+              "failed_reasons": np.asarray([s[2] for s in failed], str)}
+    write_atomic(self.chunk_file(k), lambda f: np.savez(f, **arrays))
 
-def _run(self, todo: list, on_features=None, progress: bool = True):
-    "Extract the chunks `todo`, saving each as soon as it is complete."
-    from tqdm.auto import tqdm
+# %% ../nbs/12_inference.ipynb #fe321ab8
+@patch
+def _batches(self: Extraction, todo: list) -> tuple:
+    "(batches, owner): the index lists of the chunks `todo`, `batch_size` images at a time, and the chunk of each."
     batches, owner = [], []
     for k in todo:
         span = self.span(k)
         for i in range(span.start, span.stop, self.fx.batch_size):
-            batches.append(list(range(i, min(i + self.fx.batch_size, span.stop)))); owner.append(k)
+            batches.append(list(range(i, min(i + self.fx.batch_size, span.stop))))
+            owner.append(k)
+    return batches, owner
+
+# %% ../nbs/12_inference.ipynb #15bb68cf
+@patch
+def run(
+    self: Extraction,
+    todo: list,  # the chunks to extract (from `prepare`)
+    on_features=None,  # called as `on_features(batch, features)` after each batch (fe_extract --print)
+    progress: bool = True,  # show a progress bar over the images (`core.progress`)
+):
+    "Extract the chunks `todo`, saving each as soon as it is complete."
+    batches, owner = self._batches(todo)
     last = {k: j for j, k in enumerate(owner)}  # the batch that completes each chunk
     done = len(self.images) - sum(len(self.span(k)) for k in todo)
     parts = []
-    with tqdm(total=len(self.images), initial=done, unit="img", desc="features", disable=not progress) as bar:
+    with progress_bar(total=len(self.images), initial=done, unit="img", desc="features", disable=not progress) as bar:
         for j, (batch, feats) in enumerate(self.fx.extract(self.images, batches)):
             parts.append((batch.indices, feats, batch.skipped))
             if on_features is not None: on_features(batch, feats)
-            if j == last[owner[j]]: self.save_chunk(owner[j], parts); parts = []
+            if j == last[owner[j]]:
+                self.save_chunk(owner[j], parts)
+                parts = []
             bar.update(len(batch.indices) + len(batch.skipped))
 
-Extraction.save_chunk, Extraction.run = _save_chunk, _run
+# %% ../nbs/12_inference.ipynb #46ff80d3
+def _index_table(images: ImageList, kept: list) -> tuple:
+    "(header, rows) of `index.tsv` for the rows `kept` of `images`: path, label (empty if unknown) [, unique id]."
+    header = ["path", "label"] + ["unique_id"] * (images.unique_ids is not None)
+    def row(i):
+        label = "" if images.labels[i] < 0 else str(images.labels[i])
+        return [images.paths[i], label] + ([str(images.unique_ids[i])] if images.unique_ids is not None else [])
+    return header, map(row, kept)
 
 # %% ../nbs/12_inference.ipynb #5916bb8f
-def _finish(self) -> dict:
+@patch
+def finish(self: Extraction) -> dict:  # the numbers of images, of features and of images left out
     "Join the chunks into `features.npy`, `index.tsv` and `failed.tsv`, remove them; return counts."
     loaded = [np.load(self.chunk_file(k)) for k in range(self.num_chunks)]
     kept = np.concatenate([c["indices"] for c in loaded]).astype(np.int64)
     feats = np.concatenate([c["features"] for c in loaded]).astype(np.float32).reshape(len(kept), -1)
-    im, failed = self.images, [(int(i), str(r)) for c in loaded for i, r in zip(c["failed_indices"], c["failed_reasons"])]
-    header = ["path", "label"] + ["unique_id"] * (im.unique_ids is not None)
-    def row(i):
-        return [im.paths[i], "" if im.labels[i] < 0 else str(im.labels[i])] + ([str(im.unique_ids[i])] if im.unique_ids is not None else [])
+    failed = [(int(i), str(r)) for c in loaded for i, r in zip(c["failed_indices"], c["failed_reasons"])]
     write_atomic(self.out_dir/"features.npy", lambda f: np.save(f, feats))
-    write_tsv(self.out_dir/"index.tsv", header, map(row, kept.tolist()))
-    write_tsv(self.out_dir/"failed.tsv", ["path", "reason"], [[im.paths[i], r] for i, r in failed])
+    write_tsv(self.out_dir/"index.tsv", *_index_table(self.images, kept.tolist()))
+    write_tsv(self.out_dir/"failed.tsv", ["path", "reason"], [[self.images.paths[i], r] for i, r in failed])
     shutil.rmtree(self.chunks)
-    return {"images": len(im), "features": len(kept), "failed": len(failed)}
-
-Extraction.finish = _finish
+    return {"images": len(self.images), "features": len(kept), "failed": len(failed)}

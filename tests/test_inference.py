@@ -15,7 +15,7 @@ import yaml
 from feature_extraction import engine as engine_module
 from feature_extraction.cli import fe_eval, fe_export, fe_extract
 from feature_extraction.engine import Engine
-from feature_extraction.inference import FeatureExtractor, export_model, preprocess_ops, read_tsv, load_for_export
+from feature_extraction.inference import export_model, load_for_export, preprocess_ops, read_tsv
 from feature_extraction.metrics import retrieval_metrics
 from test_engine import set_eval_data, slice_list
 
@@ -29,7 +29,8 @@ def setup(shared, tmp_path_factory):
     test_list = slice_list(icons / "test_list.txt", tmp / "test.txt", 40)
     c = yaml.safe_load(open(shared / "reference/paddleclas/GeneralRecognitionV2_PPLCNetV2_base.yaml"))
     c["Global"].update({"device": "cpu", "output_dir": str(tmp / "out"), "save_inference_dir": str(tmp / "model"),
-                        "pretrained_model": str(shared / "reference/paddleclas/recmodel"), "image_shape": [3, SIZE, SIZE]})
+                        "pretrained_model": str(shared / "reference/paddleclas/recmodel"),
+                        "image_shape": [3, SIZE, SIZE]})
     c["Arch"]["Backbone"]["pretrained"] = False
     c["Arch"]["Head"]["class_num"] = 100
     set_eval_data(c, icons, test_list, SIZE, batch_size=64, workers=2)
@@ -46,51 +47,64 @@ def fe_eval_json(setup, name, *extra) -> dict:
 
 def test_exported_evaluation_equals_dygraph(setup):
     exported, dygraph = fe_eval_json(setup, "exported"), fe_eval_json(setup, "dygraph", "--dygraph")
-    assert exported["recall1"] > 0.1  # random but trained-looking weights: far from zero, so the comparison means something
-    for key in ("recall1", "recall5", "mAP"): assert abs(exported[key] - dygraph[key]) <= 1e-4, (key, exported, dygraph)
+    # random but trained-looking weights: far from zero, so the comparison means something
+    assert exported["recall1"] > 0.1
+    for key in ("recall1", "recall5", "mAP"):
+        assert abs(exported[key] - dygraph[key]) <= 1e-4, (key, exported, dygraph)
 
 
 def test_fe_extract_then_metrics_equals_fe_eval(setup, capsys):
     assert fe_export(["-c", str(setup["cfg"])]) == 0
     out = setup["tmp"] / "extracted"
-    assert fe_extract([str(setup["tmp"] / "model"), str(setup["list"]), "--image-root", str(setup["icons"]), "-o", str(out),
-                       "--num-threads", "2"]) == 0
+    assert fe_extract([str(setup["tmp"] / "model"), str(setup["list"]), "--image-root", str(setup["icons"]),
+                       "-o", str(out), "--num-threads", "2"]) == 0
     feats, rows = np.load(out / "features.npy"), read_tsv(out / "index.tsv")
     assert len(feats) == len(rows) == len(setup["list"].read_text().splitlines())
     np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1, atol=1e-5)
     labels, ids = np.array([int(r[1]) for r in rows]), np.array([int(r[2]) for r in rows])
     ours = retrieval_metrics(feats, feats, labels, labels, ids, ids, topk=(1, 5))
     evaluated = fe_eval_json(setup, "for_extract")
-    for key in ("recall1", "recall5", "mAP"): assert abs(ours[key] - evaluated[key]) <= 1e-4, (key, ours, evaluated)
+    for key in ("recall1", "recall5", "mAP"):
+        assert abs(ours[key] - evaluated[key]) <= 1e-4, (key, ours, evaluated)
 
 
+# `Extraction` writes its chunks with `core.write_atomic` under the name `inference` imported it as, so the
+# stand-in replaces that name
 KILLER = """
 import os, signal, sys
 from feature_extraction import inference
 from feature_extraction.cli import fe_extract
 real = inference.write_atomic
-def write_atomic(path, write):
+def write_atomic(path, content):
     if path.name == "000002.npz":  # die in the middle of writing the third chunk
         with open(path.with_name(".000002.npz.partial.tmp"), "wb") as f: f.write(b"half a chunk")
         os.kill(os.getpid(), signal.SIGKILL)
-    return real(path, write)
+    return real(path, content)
 inference.write_atomic = write_atomic
 sys.exit(fe_extract(sys.argv[1:]))
 """
 
 
-def test_killed_extraction_resumes(setup, tmp_path):
+def test_killed_extraction_resumes(setup, tmp_path, capsys):
     model = load_for_export(setup["config"])
     model_dir = export_model(model, tmp_path / "model32", preprocess_ops({"Global": {"image_shape": [3, 32, 32]}}))
     args = [str(model_dir), str(setup["list"]), "--image-root", str(setup["icons"]), "--batch-size", "8",
             "--chunk-size", "16", "--num-threads", "2"]
-    killed = subprocess.run([sys.executable, "-c", KILLER, *args, "-o", str(tmp_path / "a")], capture_output=True, text=True)
+    killed = subprocess.run([sys.executable, "-c", KILLER, *args, "-o", str(tmp_path / "a")],
+                            capture_output=True, text=True)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert sorted(p.name for p in (tmp_path / "a/chunks").glob("*.npz")) == ["000000.npz", "000001.npz"]
+    chunks = tmp_path / "a/chunks"
+    assert sorted(p.name for p in chunks.glob("*.npz")) == ["000000.npz", "000001.npz"]
     assert not (tmp_path / "a/features.npy").exists()
     assert fe_extract(args + ["-o", str(tmp_path / "a")]) == 1  # without --resume the folder is refused
     assert fe_extract(args + ["-o", str(tmp_path / "a"), "--resume"]) == 0
+    capsys.readouterr()
     assert fe_extract(args + ["-o", str(tmp_path / "b")]) == 0
+    # the progress bar (`core.progress`): off a terminal, plain lines on stderr, the last one at 100%
+    bar = [line for line in capsys.readouterr().err.splitlines() if line.startswith("features:")]
+    images = len(setup["list"].read_text().splitlines())
+    assert bar and "100%" in bar[-1] and f"{images}/{images}" in bar[-1], bar
+    assert "100%|###" in bar[-1], bar  # drawn in ASCII, as `core.progress` draws off a terminal
     np.testing.assert_array_equal(np.load(tmp_path / "a/features.npy"), np.load(tmp_path / "b/features.npy"))
     assert (tmp_path / "a/index.tsv").read_text() == (tmp_path / "b/index.tsv").read_text()
     assert sorted(os.listdir(tmp_path / "a")) == ["extract.json", "failed.tsv", "features.npy", "index.tsv"]
