@@ -75,7 +75,7 @@ def fsync_dir(path):
 
 # %% ../nbs/00_core.ipynb #76d2ab84
 def write_atomic(path, content) -> Path:
-    "Write `path` all at once: `content` (bytes, str as UTF-8, or `write(f)` on a binary file) goes to a temporary file, then a rename."
+    "Write `path` all at once: `content` (bytes, str, or `write(f)` on a binary file) goes to a temporary file first."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
