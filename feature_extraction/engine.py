@@ -5,16 +5,16 @@
 # %% auto #0
 __all__ = ['HEADLINE', 'CHECKPOINT_PARTS', 'seed_everything', 'rng_states', 'set_rng_states', 'cpu_share', 'use_device',
            'exempt_batch_norm_from_decay', 'build_scheduler', 'build_optimizer', 'build_loader', 'dygraph_encoder',
-           'extract_features', 'metric_arguments', 'evaluate_retrieval', 'pixel_entry', 'pixel_encoder',
+           'extract_features', 'metric_arguments', 'evaluate_retrieval', 'pixel_encoder', 'pixel_entry',
            'evaluate_pixels', 'metrics_line', 'versus_pixels', 'held_out_classes', 'split_label_file',
            'apply_validation_split', 'optimizer_state', 'set_optimizer_state', 'save_checkpoint', 'load_checkpoint',
-           'Engine', 'say', 'load_pretrained', 'resume', 'save', 'train_step', 'record', 'train', 'end_epoch',
-           'evaluate', 'model_metrics', 'exported_encoder', 'pixel_baseline', 'untrained_baseline', 'baselines']
+           'Engine']
 
 # %% ../nbs/13_engine.ipynb #82841958
 import contextlib
 import copy
 import hashlib
+import io
 import json
 import logging
 import math
@@ -24,20 +24,22 @@ import random
 import signal
 import threading
 import time
-import uuid
 import warnings
 from pathlib import Path
 
 import numpy as np
+from fastcore.basics import patch
+
+# before Paddle: feature_extraction.core filters Paddle's "No ccache found" warning (see 00_core)
+from .core import check_int, default_num_threads, file_digest, progress, write_atomic, write_atomic_files
 import paddle
 from paddle import nn
 
-from .config import ConfigError, save_config, validate_config
 from .backbone import set_cpu_threads
-from .core import check_int, default_num_threads
+from .config import ConfigError, save_config, validate_config
 from .data import DATASETS, _split_lines, read_label_file
-from .inference import exported_predictor, preprocess_ops, write_atomic
-from .loader import BatchLoader, DistributedBatchSampler  # also registers DistributedBatchSampler
+from .inference import exported_predictor, preprocess_ops
+from .loader import BatchLoader
 from .losses import build_loss
 from .metrics import retrieval_metrics
 from .model import build_model, load_weights
@@ -45,120 +47,184 @@ from .sampler import SAMPLERS, distributed_env
 from .transforms import Pipeline
 
 # %% ../nbs/13_engine.ipynb #69f84a96
-def seed_everything(seed: int, rank: int = 0):
+def seed_everything(
+    seed: int,  # `Global.seed`
+    rank: int = 0,  # this process's rank in a distributed launch
+):
     "Seed Python's, NumPy's and Paddle's generators with `seed + rank`, as PaddleClas does."
-    s = check_int(seed, "seed", 0) + check_int(rank, "rank", 0)
-    random.seed(s); np.random.seed(s); paddle.seed(s)
+    total = check_int(seed, "seed", 0) + check_int(rank, "rank", 0)
+    random.seed(total)
+    np.random.seed(total)
+    paddle.seed(total)
 
-def rng_states() -> dict:
+# %% ../nbs/13_engine.ipynb #10b25943
+def rng_states() -> dict:  # the states of the "python", "numpy" and "paddle" generators
     "The states of Python's, NumPy's and Paddle's generators (saved in `.pdstates`)."
     return {"python": random.getstate(), "numpy": np.random.get_state(), "paddle": paddle.get_rng_state()}
 
-def set_rng_states(states: dict):
+# %% ../nbs/13_engine.ipynb #66c81bd8
+def set_rng_states(
+    states: dict,  # what `rng_states` returned
+):
     "Restore what `rng_states` returned."
-    random.setstate(states["python"]); np.random.set_state(states["numpy"]); paddle.set_rng_state(states["paddle"])
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    paddle.set_rng_state(states["paddle"])
 
 # %% ../nbs/13_engine.ipynb #44f3c06f
-def cpu_share() -> int:
-    "CPU threads for this process: its cores divided among the `PADDLE_LOCAL_SIZE` processes of a launch on this machine."
+def cpu_share() -> int:  # at least 1
+    "CPU threads for this process: its cores shared among the `PADDLE_LOCAL_SIZE` processes on its machine."
     return max(1, default_num_threads() // int(os.environ.get("PADDLE_LOCAL_SIZE", 1)))
 
-def use_device(device: str) -> str:
-    """Set Paddle's device from `Global.device` (`cpu`, `gpu`, `gpu:1`); a GPU request without CUDA warns and uses the CPU.
-    On the CPU, the compute threads are this process's share of its cores (`PADDLE_LOCAL_SIZE` processes per machine)."""
+# %% ../nbs/13_engine.ipynb #c2569908
+def use_device(
+    device: str,  # `Global.device`: "cpu", "gpu" or "gpu:N"; None is the CPU
+) -> str:  # the device in use
+    "Set Paddle's device from `Global.device`; a GPU request without CUDA warns and uses the CPU."
     device = str(device or "cpu")
     if device.startswith("gpu") and not paddle.device.is_compiled_with_cuda():
         warnings.warn(f"Global.device={device}, but this PaddlePaddle is built without CUDA: training on the CPU "
                       "(set Global.device=cpu to silence this; GPU users install paddlepaddle-gpu)")
         device = "cpu"
     paddle.set_device(device)
-    if device == "cpu": set_cpu_threads(cpu_share())
+    if device == "cpu":  # this process's share of the cores, not Paddle's default of one
+        set_cpu_threads(cpu_share())
     return device
 
 # %% ../nbs/13_engine.ipynb #a2bc760c
-def exempt_batch_norm_from_decay(model: nn.Layer) -> int:
+def exempt_batch_norm_from_decay(
+    model: nn.Layer,  # the network whose batch-norm parameters are not to be decayed
+) -> int:  # how many parameters were exempted
     "Give every batch-norm parameter an L2Decay(0) of its own; returns how many."
-    n = 0
+    count = 0
     for layer in model.sublayers(include_self=True):
         if isinstance(layer, nn.layer.norm._BatchNormBase):
-            for p in layer.parameters(include_sublayers=False):
-                p.regularizer = paddle.regularizer.L2Decay(0.0); n += 1
-    return n
+            for param in layer.parameters(include_sublayers=False):
+                param.regularizer = paddle.regularizer.L2Decay(0.0)
+                count += 1
+    return count
 
-def build_scheduler(lr: dict, iters_per_epoch: int, epochs: int):
+# %% ../nbs/13_engine.ipynb #fb49c006
+def build_scheduler(
+    lr: dict,  # a checked `Optimizer.lr` section (learning_rate, warmup_epoch, warmup_start_lr, eta_min)
+    iters_per_epoch: int,  # optimizer steps per epoch
+    epochs: int,  # epochs of the run
+):  # a Paddle learning-rate scheduler, stepped every iteration
     "PaddleClas's `Cosine` with `warmup_epoch`: a per-iteration LinearWarmup into CosineAnnealingDecay."
-    base, total = float(lr["learning_rate"]), check_int(iters_per_epoch, "iterations per epoch") * check_int(epochs, "epochs")
-    warm = min(int(round(float(lr.get("warmup_epoch", 0)) * iters_per_epoch)), total - 1)
-    cosine = paddle.optimizer.lr.CosineAnnealingDecay(base, T_max=max(1, total - warm), eta_min=float(lr.get("eta_min", 0.0)))
+    base = float(lr["learning_rate"])
+    total = check_int(iters_per_epoch, "iterations per epoch") * check_int(epochs, "epochs")
+    warm = min(int(round(float(lr["warmup_epoch"]) * iters_per_epoch)), total - 1)
+    cosine = paddle.optimizer.lr.CosineAnnealingDecay(base, T_max=max(1, total - warm), eta_min=float(lr["eta_min"]))
     if warm <= 0: return cosine
-    return paddle.optimizer.lr.LinearWarmup(cosine, warmup_steps=warm, start_lr=float(lr.get("warmup_start_lr", 0.0)), end_lr=base)
+    return paddle.optimizer.lr.LinearWarmup(cosine, warmup_steps=warm, start_lr=float(lr["warmup_start_lr"]),
+                                            end_lr=base)
 
-def build_optimizer(config: dict, model: nn.Layer, iters_per_epoch: int, epochs: int) -> tuple:
+# %% ../nbs/13_engine.ipynb #b8155451
+def build_optimizer(
+    config: dict,  # a checked `Optimizer` section: Momentum, a Cosine `lr`, an L2 `regularizer`
+    model: nn.Layer,  # the network to train
+    iters_per_epoch: int,  # optimizer steps per epoch
+    epochs: int,  # epochs of the run
+) -> tuple:  # (optimizer, scheduler)
     "(optimizer, scheduler) of a PaddleClas `Optimizer` section (Momentum, Cosine, L2) for `model`."
     scheduler = build_scheduler(config["lr"], iters_per_epoch, epochs)
     exempt_batch_norm_from_decay(model)
-    coeff = float((config.get("regularizer") or {}).get("coeff", 0.0))
+    coeff = float(config["regularizer"]["coeff"])  # absent or null, the section is a coefficient of 0
     params = [p for p in model.parameters() if not p.stop_gradient]
-    opt = paddle.optimizer.Momentum(learning_rate=scheduler, momentum=float(config.get("momentum", 0.9)), parameters=params,
-                                    use_nesterov=bool(config.get("use_nesterov", False)),
-                                    weight_decay=paddle.regularizer.L2Decay(coeff) if coeff else None)
-    return opt, scheduler
+    optimizer = paddle.optimizer.Momentum(learning_rate=scheduler, momentum=float(config["momentum"]),
+                                          parameters=params, use_nesterov=config["use_nesterov"],
+                                          weight_decay=paddle.regularizer.L2Decay(coeff) if coeff else None)
+    return optimizer, scheduler
 
 # %% ../nbs/13_engine.ipynb #a3128221
-def build_loader(entry: dict, seed: int, on_error: str) -> BatchLoader:
+def build_loader(
+    entry: dict,  # a checked `DataLoader` entry: `dataset`, `sampler`, `loader`
+    seed: int,  # seed of the P×K sampler and of the augmentation
+    on_error: str,  # unreadable images: "replace" them (training) or "skip" them (evaluation)
+) -> BatchLoader:
     "The `BatchLoader` of one `DataLoader` entry (`dataset`, `sampler`, optional `loader`)."
     dataset_cfg = dict(entry["dataset"])
     pipeline = Pipeline.from_config(dataset_cfg["transform_ops"])
     dataset = DATASETS.build(dataset_cfg)
     sampler_cfg = dict(entry["sampler"])
-    if sampler_cfg["name"] == "PKSampler": sampler_cfg.setdefault("seed", seed)
+    if sampler_cfg["name"] == "PKSampler":
+        sampler_cfg.setdefault("seed", seed)
     sampler = SAMPLERS.build(sampler_cfg, labels=dataset.labels)
-    workers = max(1, int((entry.get("loader") or {}).get("num_workers", 1)))
+    workers = max(1, entry["loader"]["num_workers"])  # 0 threads is read as 1
     return BatchLoader(dataset, pipeline, sampler, num_workers=workers, seed=seed, on_error=on_error)
 
 # %% ../nbs/13_engine.ipynb #012cacd6
-def dygraph_encoder(model: nn.Layer, feature_from: str = "features"):
-    "A function: preprocessed batch float32 [B, 3, H, W] -> the `feature_from` output of `model` in eval mode, by its dygraph forward."
+def dygraph_encoder(
+    model: nn.Layer,  # the network
+    feature_from: str = "features",  # its output to return: "features" (the neck's) or "backbone"
+):  # a function: preprocessed batch float32 [B, 3, H, W] -> features [B, D]
+    "An encoder by `model`'s dygraph forward, in eval mode: a preprocessed batch -> its `feature_from` output."
     def encode(images: np.ndarray) -> np.ndarray:
         model.eval()
-        with paddle.no_grad(): return model(paddle.to_tensor(images))[feature_from].numpy()
+        with paddle.no_grad():
+            return model(paddle.to_tensor(images))[feature_from].numpy()
     return encode
 
-def extract_features(encode, loader: BatchLoader) -> dict:
-    "`features` [N, D] float32 (by `encode`: batch -> features), `labels`, `unique_ids` (or None) and `skipped` images of `loader`."
+# %% ../nbs/13_engine.ipynb #b7af026b
+def _concat(arrays: list):
+    return np.concatenate(arrays) if arrays else None
+
+def _extract_share(encode, loader: BatchLoader) -> dict:
+    "This rank's part of `extract_features`: features, labels, unique ids (or None) and the skipped images."
     feats, labels, ids, skipped = [], [], [], []
     for batch in loader:
         skipped += batch.skipped
         if not len(batch): continue
         feats.append(np.asarray(encode(batch.images), np.float32))
         labels.append(batch.labels)
-        if batch.unique_ids is not None: ids.append(batch.unique_ids)
-    part = {"features": np.concatenate(feats) if feats else None, "labels": np.concatenate(labels) if labels else None,
-            "unique_ids": np.concatenate(ids) if ids else None, "skipped": skipped}
-    parts = [part]
-    if paddle.distributed.is_initialized() and paddle.distributed.get_world_size() > 1:
-        parts = []  # every rank extracted its contiguous share: in rank order they are the data set in order
-        paddle.distributed.all_gather_object(parts, part)
+        if batch.unique_ids is not None:
+            ids.append(batch.unique_ids)
+    return {"features": _concat(feats), "labels": _concat(labels), "unique_ids": _concat(ids), "skipped": skipped}
+
+# %% ../nbs/13_engine.ipynb #259c9c20
+def _all_shares(part: dict) -> list:
+    "Every rank's `part`, in rank order; `[part]` in a process that runs alone."
+    if not (paddle.distributed.is_initialized() and paddle.distributed.get_world_size() > 1): return [part]
+    parts = []
+    paddle.distributed.all_gather_object(parts, part)
+    return parts
+
+# %% ../nbs/13_engine.ipynb #b2c6692e
+def extract_features(
+    encode,  # a function: preprocessed batch float32 [B, 3, H, W] -> features [B, D]
+    loader: BatchLoader,  # the images (this rank's share of them, under a distributed launch)
+) -> dict:  # `features` [N, D] float32, `labels`, `unique_ids` (or None) and the `skipped` images
+    "The features by `encode` of all ranks' images of `loader`, in order, their labels and ids, and what was skipped."
+    parts = _all_shares(_extract_share(encode, loader))
     kept = [p for p in parts if p["features"] is not None]
     if not kept: raise ValueError(f"no readable image in {loader!r}: {sum(len(p['skipped']) for p in parts)} left out")
-    return {"features": np.concatenate([p["features"] for p in kept]), "labels": np.concatenate([p["labels"] for p in kept]),
-            "unique_ids": np.concatenate([p["unique_ids"] for p in kept]) if kept[0]["unique_ids"] is not None else None,
-            "skipped": [s for p in parts for s in p["skipped"]]}
+    ids = _concat([p["unique_ids"] for p in kept]) if kept[0]["unique_ids"] is not None else None
+    return {"features": _concat([p["features"] for p in kept]), "labels": _concat([p["labels"] for p in kept]),
+            "unique_ids": ids, "skipped": [s for p in parts for s in p["skipped"]]}
 
-def metric_arguments(metric_eval: list) -> dict:
+# %% ../nbs/13_engine.ipynb #ea4a59a6
+def metric_arguments(
+    metric_eval: list,  # a checked `Metric.Eval` list of `Recallk` and `mAP` entries
+) -> dict:  # `topk` and `metrics`, keyword arguments of `metrics.retrieval_metrics`
     "`topk` and `metrics` for `retrieval_metrics` from a PaddleClas `Metric.Eval` list."
     topk, metrics = (), []
     for entry in metric_eval:
         (name, args), = entry.items()
         if name == "Recallk":
-            k = (args or {}).get("topk", [1, 5])
+            k = args["topk"]
             topk, metrics = tuple(k if isinstance(k, (list, tuple)) else [k]), metrics + ["recall"]
-        elif name == "mAP": metrics.append("mAP")
+        elif name == "mAP":
+            metrics.append("mAP")
     return {"topk": topk or (1,), "metrics": tuple(metrics)}
 
 # %% ../nbs/13_engine.ipynb #c5b1e24d
-def evaluate_retrieval(encode, query_loader: BatchLoader, gallery_loader: BatchLoader = None,
-                       metric_eval: list = ({"Recallk": {"topk": [1, 5]}}, {"mAP": {}}), normalize: bool = True) -> dict:
+def evaluate_retrieval(
+    encode,  # a function: preprocessed batch -> features
+    query_loader: BatchLoader,  # the query images
+    gallery_loader: BatchLoader = None,  # the gallery images; None: the query set is the gallery
+    metric_eval: list = ({"Recallk": {"topk": [1, 5]}}, {"mAP": {}}),  # a checked `Metric.Eval` list
+    normalize: bool = True,  # L2-normalise the features first (`Global.feature_normalize`)
+) -> dict:  # the metrics of `retrieval_metrics`, `num_skipped_images` and `skipped_images` (their paths)
     "Retrieval metrics of the query loader's images against the gallery's (`None`: the query set is the gallery)."
     query = extract_features(encode, query_loader)
     gallery = query if gallery_loader is None else extract_features(encode, gallery_loader)
@@ -171,7 +237,15 @@ def evaluate_retrieval(encode, query_loader: BatchLoader, gallery_loader: BatchL
     return out | {"num_skipped_images": len(skipped), "skipped_images": [p for _, p, _ in skipped]}
 
 # %% ../nbs/13_engine.ipynb #e68bc29c
-def pixel_entry(entry: dict, # A `DataLoader` entry (`dataset`, `sampler`, optional `loader`)
+def pixel_encoder(
+    images: np.ndarray,  # a batch float32 [B, 3, H, W]
+) -> np.ndarray:  # [B, 3 * H * W]
+    "Raw-pixel features of a batch [B, 3, H, W]: each image minus its own mean over all its values, flattened."
+    flat = np.asarray(images, np.float32).reshape(len(images), -1)
+    return flat - flat.mean(axis=1, keepdims=True)
+
+# %% ../nbs/13_engine.ipynb #ecbe80ed
+def pixel_entry(entry: dict, # A checked `DataLoader` entry (`dataset`, `sampler`, `loader`)
                 size: int = 16, # Side of the square the images are resized to
                ) -> dict:
     "A copy of `entry` whose transforms give the raw-pixel baseline's input: RGB, `size` x `size`, scaled to [0, 1]."
@@ -182,13 +256,8 @@ def pixel_entry(entry: dict, # A `DataLoader` entry (`dataset`, `sampler`, optio
         {"NormalizeImage": {"scale": "1.0/255.0", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "order": "hwc"}}]
     return out
 
-def pixel_encoder(images: np.ndarray) -> np.ndarray:
-    "Raw-pixel features of a batch [B, 3, H, W]: each image minus its own mean over all its values, flattened."
-    flat = np.asarray(images, np.float32).reshape(len(images), -1)
-    return flat - flat.mean(axis=1, keepdims=True)
-
 # %% ../nbs/13_engine.ipynb #7b8bec68
-def evaluate_pixels(query_entry: dict, # `DataLoader.Eval.Query`
+def evaluate_pixels(query_entry: dict, # A checked `DataLoader.Eval.Query`
                     gallery_entry: dict = None, # `DataLoader.Eval.Gallery`; None: the query set is the gallery
                     metric_eval: list = ({"Recallk": {"topk": [1, 5]}}, {"mAP": {}}), # `Metric.Eval`
                     size: int = 16, # Side of the square the images are resized to (`Global.baseline_pixel_size`)
@@ -208,6 +277,7 @@ def metrics_line(name: str, # What was evaluated: "raw pixels", "untrained netwo
     "One row of a comparison: `name:` in 19 columns, then those of `HEADLINE` that `metrics` has, to 3 decimals."
     return f"{name + ':':19} " + "  ".join(f"{k} {metrics[k]:.3f}" for k in HEADLINE if k in metrics)
 
+# %% ../nbs/13_engine.ipynb #2a9df1e9
 def versus_pixels(metrics: dict, # The model's retrieval metrics
                   pixels: dict, # The raw-pixel baseline's, on the same images
                  ) -> str:
@@ -243,12 +313,9 @@ def split_label_file(label_path, # The training label file
     labels = read_label_file(label_path, delimiter=delimiter, relabel=True, check_files=False).labels
     lines = [line for _, _, line in _split_lines(Path(label_path).read_text(encoding="utf-8-sig"), delimiter)]
     held = np.isin(labels, held_out_classes(labels, split, seed))
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
     written = []
     for name, keep in (("train_list.txt", ~held), ("val_list.txt", held)):
-        text = "".join(lines[i] + "\n" for i in np.flatnonzero(keep))
-        write_atomic(Path(out_dir) / name, lambda f: f.write(text.encode("utf-8")))
-        written.append(Path(out_dir) / name)
+        written.append(write_atomic(Path(out_dir) / name, "".join(lines[i] + "\n" for i in np.flatnonzero(keep))))
     return tuple(written)
 
 # %% ../nbs/13_engine.ipynb #2a3a1f73
@@ -258,32 +325,30 @@ def apply_validation_split(config: dict, # A checked config with `Global.validat
     "A copy of `config` that trains on the classes `Global.validation_split` keeps and evaluates on those it holds out."
     config = copy.deepcopy(config)
     g, train = config["Global"], config["DataLoader"]["Train"]["dataset"]
-    delimiter = train.get("delimiter", "default")
+    delimiter = train["delimiter"]
     if delimiter == "default":
         delimiter = DATASETS.get(train["name"]).default_delimiter
     train_list, val_list = split_label_file(train["cls_label_path"], Path(out_dir) / "split", g["validation_split"],
                                             g["seed"], delimiter)
     train["cls_label_path"] = str(train_list)
-    evaluation = config["DataLoader"].get("Eval") or {}
+    evaluation = config["DataLoader"].get("Eval") or {}  # a config that does not evaluate may leave it out
     for entry in (evaluation[part] for part in ("Query", "Gallery") if part in evaluation):
         entry["dataset"].update(cls_label_path=str(val_list), image_root=train["image_root"])
     g["validation_split"] = 0
     return config
 
-# %% ../nbs/13_engine.ipynb #437869db
+# %% ../nbs/13_engine.ipynb #1a5b706d
 CHECKPOINT_PARTS = ("pdparams", "pdopt", "pdstates")
-
-def _digest(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
-    return h.hexdigest()
 
 def _by_structure(model: nn.Layer) -> dict:
     "Paddle's generated parameter names (`conv2d_345.w_0`, which depend on what was built before) -> structured names."
     return {p.name: n for n, p in model.named_parameters()}
 
-def optimizer_state(optimizer, model: nn.Layer) -> dict:
+# %% ../nbs/13_engine.ipynb #437869db
+def optimizer_state(
+    optimizer,  # a Paddle optimizer
+    model: nn.Layer,  # the network whose parameters it updates
+) -> dict:  # its `state_dict`, keyed by structured names
     "The optimizer's state with each `<generated name>_<slot>` key written `<structured name>@<slot>`."
     names, out = _by_structure(model), {}
     for key, value in optimizer.state_dict().items():
@@ -291,7 +356,12 @@ def optimizer_state(optimizer, model: nn.Layer) -> dict:
         out[key if owner is None else f"{names[owner]}@{key[len(owner) + 1:]}"] = value
     return out
 
-def set_optimizer_state(optimizer, model: nn.Layer, state: dict):
+# %% ../nbs/13_engine.ipynb #b41298b2
+def set_optimizer_state(
+    optimizer,  # a Paddle optimizer
+    model: nn.Layer,  # the network whose parameters it updates
+    state: dict,  # what `optimizer_state` returned, for a network of the same structure
+):
     "Load what `optimizer_state` wrote into `optimizer`, whose parameters belong to `model`."
     generated = {n: p for p, n in _by_structure(model).items()}
     fixed = {}
@@ -301,75 +371,89 @@ def set_optimizer_state(optimizer, model: nn.Layer, state: dict):
         fixed[f"{generated[name]}_{slot}" if sep else key] = value
     optimizer.set_state_dict(fixed)
 
-def save_checkpoint(prefix, model: nn.Layer, optimizer, states: dict) -> Path:
-    "Write `prefix.pdparams`, `.pdopt` and `.pdstates` through temporary files and renames."
-    prefix = Path(prefix); prefix.parent.mkdir(parents=True, exist_ok=True)
-    tmp = {ext: prefix.parent / f".{prefix.name}.{ext}.tmp" for ext in CHECKPOINT_PARTS}
-    try:
-        paddle.save(model.state_dict(), str(tmp["pdparams"]))
-        paddle.save(optimizer_state(optimizer, model), str(tmp["pdopt"]))
-        paddle.save(dict(states, digests={e: _digest(tmp[e]) for e in CHECKPOINT_PARTS[:2]}), str(tmp["pdstates"]))
-        for ext in CHECKPOINT_PARTS: os.replace(tmp[ext], f"{prefix}.{ext}")
-    finally:
-        for t in tmp.values():
-            if t.exists(): t.unlink()
+# %% ../nbs/13_engine.ipynb #ab1a7b9e
+def _serialised(obj) -> bytes:
+    "What `paddle.save` writes for `obj`."
+    buffer = io.BytesIO()
+    paddle.save(obj, buffer)
+    return buffer.getvalue()
+
+# %% ../nbs/13_engine.ipynb #ca23df2c
+def save_checkpoint(
+    prefix,  # where: `output/latest` writes `output/latest.pdparams`, `.pdopt` and `.pdstates`
+    model: nn.Layer,  # its state goes to `.pdparams`
+    optimizer,  # its state, by structured names, goes to `.pdopt`
+    states: dict,  # epoch, position, best metric, random generators: `.pdstates`, with the others' digests
+) -> Path:  # `prefix`
+    "Write `prefix.pdparams`, `.pdopt` and `.pdstates` (with the others' digests) in full, then rename all three."
+    prefix = Path(prefix)
+    parts = {"pdparams": _serialised(model.state_dict()), "pdopt": _serialised(optimizer_state(optimizer, model))}
+    digests = {ext: hashlib.sha256(data).hexdigest() for ext, data in parts.items()}
+    parts["pdstates"] = _serialised(dict(states, digests=digests))
+    write_atomic_files({f"{prefix}.{ext}": data for ext, data in parts.items()})
     return prefix
 
+# %% ../nbs/13_engine.ipynb #212e1a86
+def _check_complete(prefix: Path):
+    "A FileNotFoundError naming the missing parts of checkpoint `prefix`, and the checkpoints beside it."
+    missing = [f"{prefix}.{e}" for e in CHECKPOINT_PARTS if not Path(f"{prefix}.{e}").exists()]
+    if not missing: return
+    folder = prefix.parent
+    there = sorted({p.name.rsplit(".", 1)[0] for p in folder.glob("*.pdstates")}) if folder.is_dir() else []
+    raise FileNotFoundError(f"checkpoint {prefix}: missing {', '.join(missing)}; checkpoints in {folder}: "
+                            f"{', '.join(there) or 'none'}")
+
 # %% ../nbs/13_engine.ipynb #2c3a390c
-def load_checkpoint(prefix, model: nn.Layer, optimizer=None) -> dict:
+def load_checkpoint(
+    prefix,  # the checkpoint, e.g. `output/latest` (a `.pdparams` suffix may be given)
+    model: nn.Layer,  # gets the weights of `.pdparams`
+    optimizer=None,  # gets the state of `.pdopt`, if given
+) -> dict:  # the `.pdstates`: epoch, position, best metric, random generators
     "Load a checkpoint written by `save_checkpoint` into `model` (and `optimizer`); returns its states."
     prefix = Path(str(prefix).removesuffix(".pdparams"))
-    missing = [f"{prefix}.{e}" for e in CHECKPOINT_PARTS if not Path(f"{prefix}.{e}").exists()]
-    if missing:
-        there = sorted({p.name.rsplit(".", 1)[0] for p in prefix.parent.glob("*.pdstates")}) if prefix.parent.is_dir() else []
-        raise FileNotFoundError(f"checkpoint {prefix}: missing {', '.join(missing)}; checkpoints in {prefix.parent}: "
-                                f"{', '.join(there) or 'none'}")
+    _check_complete(prefix)
     states = paddle.load(f"{prefix}.pdstates", return_numpy=True)  # keeps NumPy's uint32 generator state as it is
-    bad = [e for e in CHECKPOINT_PARTS[:2] if states.get("digests", {}).get(e) != _digest(f"{prefix}.{e}")]
+    bad = [e for e in CHECKPOINT_PARTS[:2] if states.get("digests", {}).get(e) != file_digest(f"{prefix}.{e}")]
     if bad:
-        raise ValueError(f"checkpoint {prefix} is inconsistent: {', '.join(bad)} do not belong with its .pdstates (a crash "
-                         "between the renames of a save?); resume from another checkpoint in the same folder")
+        raise ValueError(f"checkpoint {prefix} is inconsistent: {', '.join(bad)} do not belong with its .pdstates "
+                         "(a crash between the writes of a save?); resume from another checkpoint in the same folder")
     model.set_state_dict(paddle.load(f"{prefix}.pdparams"))
-    if optimizer is not None: set_optimizer_state(optimizer, model, paddle.load(f"{prefix}.pdopt"))
+    if optimizer is not None:
+        set_optimizer_state(optimizer, model, paddle.load(f"{prefix}.pdopt"))
     return states
 
 # %% ../nbs/13_engine.ipynb #5bd1ebf0
 class Engine:
     "Training and retrieval evaluation of a `RecModel` from a PaddleClas-schema config."
-    def __init__(self, config: dict, mode: str = "train"):
+    def __init__(
+        self,
+        config: dict,  # a PaddleClas-schema config: `validate_config` checks it and fills in the defaults
+        mode: str = "train",  # "train": everything; "eval": the model and the evaluation loaders only
+    ):
         if mode not in ("train", "eval"): raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
         self.config, self.mode = validate_config(config), mode
         g = self.config["Global"]
         self.rank, self.world_size = distributed_env()
-        self.device, self.seed = use_device(g.get("device")), int(g.get("seed") or 0)
+        self.device, self.seed = use_device(g["device"]), g["seed"]
         seed_everything(self.seed, self.rank)
         self.output_dir = Path(g["output_dir"])
-        split = g["validation_split"]
-        if split:  # before anything reads the data; every rank writes the same two files
+        if g["validation_split"]:  # before anything reads the data; every rank writes the same two files
             self.config = apply_validation_split(self.config, self.output_dir)
-            g = self.config["Global"]
         self.model = build_model(self.config["Arch"])
         self.log = self._logger()
-        if split:
-            self.say(f"Global.validation_split {split}: training on {self.output_dir / 'split/train_list.txt'}, "
-                     f"evaluating on {self.output_dir / 'split/val_list.txt'}")
-        self.query_loader = self.gallery_loader = None
-        self.pixel_metrics = None  # the raw-pixel baseline, computed by the first evaluation that needs it
-        if mode == "eval" or g["eval_during_train"]: self._build_eval_loaders()
-        self.epoch, self.iteration, self.global_step, self.best = 1, 0, 0, {"recall1": -1.0, "epoch": 0}
-        if mode == "train": self._build_training()
-        elif g.get("pretrained_model"): self.load_pretrained(g["pretrained_model"])
-        if mode == "train" and self.rank == 0: save_config(self.config, self.output_dir / "config.yaml")  # what ran
-        self.network = self.model
-        if self.world_size > 1:
-            paddle.distributed.init_parallel_env()
-            self.network = paddle.DataParallel(self.model)
+        if g["validation_split"]:
+            split_dir = self.output_dir / "split"
+            self.say(f"Global.validation_split {g['validation_split']}: training on {split_dir / 'train_list.txt'}, "
+                     f"evaluating on {split_dir / 'val_list.txt'}")
+        self._build()
 
-# %% ../nbs/13_engine.ipynb #229888c6
-def _logger(self) -> logging.Logger:
-    "The engine's logger: `train.log` in the output folder (rank 0 only)."
+# %% ../nbs/13_engine.ipynb #35730d34
+@patch
+def _logger(self: Engine) -> logging.Logger:
+    "The engine's logger: `train.log` (or `eval.log`) in the output folder, on rank 0 only."
     log = logging.getLogger(f"feature_extraction.engine.{id(self)}")
-    log.setLevel(logging.INFO); log.propagate = False
+    log.setLevel(logging.INFO)
+    log.propagate = False
     if self.rank == 0:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(self.output_dir / ("train.log" if self.mode == "train" else "eval.log"))
@@ -377,200 +461,150 @@ def _logger(self) -> logging.Logger:
         log.addHandler(handler)
     return log
 
-def say(self, message: str):
-    "Log `message` to `train.log` and show it above the progress bar (rank 0): evaluations, resumes, what was skipped."
+# %% ../nbs/13_engine.ipynb #229888c6
+@patch
+def _build_eval_loaders(self: Engine):
+    "The query loader, and the gallery's unless it is the same entry (PaddleClas's configs often use one list as both)."
+    evaluation = self.config["DataLoader"]["Eval"]
+    self.query_loader = build_loader(evaluation["Query"], self.seed, on_error="skip")
+    same = evaluation["Gallery"] == evaluation["Query"]  # then it is extracted once
+    self.gallery_loader = None if same else build_loader(evaluation["Gallery"], self.seed, on_error="skip")
+
+# %% ../nbs/13_engine.ipynb #7ec19ba5
+@patch
+def _build(self: Engine):
+    "The evaluation loaders, the training parts or the pretrained weights, `config.yaml`, and the network to train."
+    g = self.config["Global"]
+    self.query_loader = self.gallery_loader = None
+    self.pixel_metrics = None  # the raw-pixel baseline, computed by the first evaluation that needs it
+    if self.mode == "eval" or g["eval_during_train"]:
+        self._build_eval_loaders()
+    self.epoch, self.iteration, self.global_step, self.best = 1, 0, 0, {"recall1": -1.0, "epoch": 0}
+    if self.mode == "train":
+        self._build_training()
+        if self.rank == 0:
+            save_config(self.config, self.output_dir / "config.yaml")  # what ran
+    elif g["pretrained_model"]:
+        self.load_pretrained(g["pretrained_model"])
+    self.network = self.model
+    if self.world_size > 1:
+        paddle.distributed.init_parallel_env()
+        self.network = paddle.DataParallel(self.model)
+
+# %% ../nbs/13_engine.ipynb #166bedfe
+@patch
+def say(
+    self: Engine,
+    message: str,  # one line: an evaluation, a resume, what was left out or not loaded
+):
+    "Log `message` to the engine's log file and, on rank 0, show it above the progress bar."
     self.log.info(message)
     if self.rank == 0:
-        from tqdm.auto import tqdm
+        from tqdm.std import tqdm  # the class `core.progress` draws with: its bars are cleared, then redrawn below
         tqdm.write(message)
 
-def _build_eval_loaders(self):
-    ev = self.config["DataLoader"]["Eval"]
-    self.query_loader = build_loader(ev["Query"], self.seed, on_error="skip")
-    same = ev["Gallery"] == ev["Query"]  # PaddleClas's configs often use one list as both: extract it once
-    self.gallery_loader = None if same else build_loader(ev["Gallery"], self.seed, on_error="skip")
-
-def load_pretrained(self, path) -> dict:
-    "Load `Global.pretrained_model` (a prefix or a `.pdparams`) by name and shape, and log what was not loaded."
+# %% ../nbs/13_engine.ipynb #b131d490
+@patch
+def load_pretrained(
+    self: Engine,
+    path,  # `Global.pretrained_model`: a prefix, or a `.pdparams` file
+) -> dict:  # the report of `model.load_weights`: the loaded, missing, mismatched and unexpected names
+    "Load `Global.pretrained_model` into the model by name and shape, and log what was not loaded."
     report = load_weights(self.model, str(path) if str(path).endswith(".pdparams") else f"{path}.pdparams")
     skipped = {k: v for k, v in report.items() if k != "loaded" and v}
-    self.say(f"pretrained {path}: loaded {len(report['loaded'])} tensors" +
-                  "".join(f"; {k}: {', '.join(v)}" for k, v in skipped.items()))
+    self.say(f"pretrained {path}: loaded {len(report['loaded'])} tensors"
+             + "".join(f"; {k}: {', '.join(v)}" for k, v in skipped.items()))
     return report
 
-Engine._logger, Engine.say, Engine._build_eval_loaders, Engine.load_pretrained = _logger, say, _build_eval_loaders, load_pretrained
-
-# %% ../nbs/13_engine.ipynb #32de4f0f
-def _build_training(self):
-    "The training loader, losses, optimizer and schedule, AMP, and the starting point (resume or pretrained)."
-    g, c = self.config["Global"], self.config
-    self.train_loader = build_loader(c["DataLoader"]["Train"], self.seed, on_error="replace")
-    self.train_loss = build_loss(c["Loss"]["Train"])
-    self.epochs, self.iters_per_epoch = int(g["epochs"]), len(self.train_loader)
-    self.optimizer, self.scheduler = build_optimizer(c["Optimizer"], self.model, self.iters_per_epoch, self.epochs)
-    amp = c.get("AMP") or {}
-    self.amp_level = amp.get("level", "O1") if amp.get("use_amp") else None
-    if self.amp_level and self.device == "cpu":
-        warnings.warn("AMP.use_amp is for GPUs: ignored on the CPU"); self.amp_level = None
-    self.scaler = None
-    if self.amp_level:
-        self.scaler = paddle.amp.GradScaler(init_loss_scaling=float(amp.get("scale_loss", 128.0)),
-                                            use_dynamic_loss_scaling=bool(amp.get("use_dynamic_loss_scaling", True)))
-        if self.amp_level == "O2":
-            self.model, self.optimizer = paddle.amp.decorate(self.model, self.optimizer, level="O2", save_dtype="float32")
-    if g.get("checkpoints"): self.resume(g["checkpoints"])
-    elif g.get("pretrained_model"): self.load_pretrained(g["pretrained_model"])
-
-Engine._build_training = _build_training
-
-# %% ../nbs/13_engine.ipynb #65e4a89e
-def _states(self) -> dict:
-    return {"epoch": self.epoch, "iteration": self.iteration, "iters_per_epoch": self.iters_per_epoch,
-            "global_step": self.global_step, "best": dict(self.best), "seed": self.seed, "rng": rng_states(),
-            "metric_info": {"metric": self.best["recall1"], "epoch": self.best["epoch"]}}
-
-def resume(self, prefix):
-    "Continue from checkpoint `prefix` (e.g. `output/latest`)."
-    states = load_checkpoint(prefix, self.model, self.optimizer)
-    if states.get("iters_per_epoch") != self.iters_per_epoch:
-        warnings.warn(f"checkpoint {prefix} was written with {states.get('iters_per_epoch')} iterations per epoch, this "
-                      f"run has {self.iters_per_epoch}: the epoch and the schedule continue from where they were")
-    set_rng_states(states["rng"])
-    self.best, self.global_step = dict(states["best"]), int(states["global_step"])
-    self.epoch, self.iteration = int(states["epoch"]), int(states["iteration"])
-    if self.iteration >= self.iters_per_epoch: self.epoch, self.iteration = self.epoch + 1, 0
-    self.say(f"resumed from {prefix}: epoch {self.epoch}, iteration {self.iteration}, best recall1 {self.best['recall1']}")
-    return states
-
-def save(self, name: str) -> Path:
-    "Write checkpoint `name` (`latest`, `best_model`, `epoch_N`) in the output folder (rank 0 only)."
-    if self.rank != 0: return None
-    return save_checkpoint(self.output_dir / name, self.model, self.optimizer, self._states())
-
-Engine._states, Engine.resume, Engine.save = _states, resume, save
-
-# %% ../nbs/13_engine.ipynb #f1706920
-def train_step(self, batch) -> dict:
-    "One optimisation step on `batch`; returns the loss parts as floats."
-    x, y = paddle.to_tensor(batch.images), paddle.to_tensor(batch.labels).reshape([-1, 1])
-    with paddle.amp.auto_cast(enable=self.amp_level is not None, level=self.amp_level or "O1"):
-        parts = self.train_loss(self.network(x, y), y)
-    values = {k: float(v) for k, v in parts.items()}
-    if not all(math.isfinite(v) for v in values.values()):
-        raise FloatingPointError(f"the loss is not finite at epoch {self.epoch}, iteration {self.iteration + 1} ("
-                                 + ", ".join(f"{k} {v:.4g}" for k, v in values.items()) + "): training stopped before "
-                                 f"updating the weights; the last good checkpoint is {self.output_dir / 'latest'}. "
-                                 "Lower Optimizer.lr.learning_rate, or check the data")
-    if self.scaler is None:
-        parts["loss"].backward(); self.optimizer.step()
-    else:
-        self.scaler.scale(parts["loss"]).backward(); self.scaler.step(self.optimizer); self.scaler.update()
-    self.optimizer.clear_grad(); self.scheduler.step()
-    return values
-
-Engine.train_step = train_step
-
 # %% ../nbs/13_engine.ipynb #1ac50f52
-def record(self, kind: str, **values):
+@patch
+def record(
+    self: Engine,
+    kind: str,  # "train", "eval", "baseline", or another kind of record
+    **values,  # what the record holds besides the position and the time
+):
     "Append one record to `history.jsonl` (rank 0 only)."
     if self.rank != 0: return
     with open(self.output_dir / "history.jsonl", "a") as f:
         f.write(json.dumps({"kind": kind, "epoch": self.epoch, "iteration": self.iteration, "step": self.global_step,
                             "time": round(time.time(), 3)} | values) + "\n")
 
-def _eta(seconds: float) -> str:
-    s = int(max(seconds, 0)); return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+# %% ../nbs/13_engine.ipynb #5950bd40
+@patch
+def _set_up_amp(self: Engine):
+    "`AMP` (GPUs only): the level, the loss scaler, and for O2 the model and the optimizer decorated."
+    amp = self.config["AMP"]  # absent or null, the section is filled in with `use_amp: false`
+    self.amp_level, self.scaler = (amp["level"] if amp["use_amp"] else None), None
+    if self.amp_level and self.device == "cpu":
+        warnings.warn("AMP.use_amp is for GPUs: ignored on the CPU")
+        self.amp_level = None
+    if self.amp_level:
+        self.scaler = paddle.amp.GradScaler(init_loss_scaling=float(amp["scale_loss"]),
+                                            use_dynamic_loss_scaling=amp["use_dynamic_loss_scaling"])
+        if self.amp_level == "O2":
+            self.model, self.optimizer = paddle.amp.decorate(self.model, self.optimizer, level="O2",
+                                                             save_dtype="float32")
 
-Engine.record = record
+# %% ../nbs/13_engine.ipynb #32de4f0f
+@patch
+def _build_training(self: Engine):
+    "The training loader, losses, optimizer and schedule, AMP, and the starting point (resume or pretrained)."
+    g, config = self.config["Global"], self.config
+    self.train_loader = build_loader(config["DataLoader"]["Train"], self.seed, on_error="replace")
+    self.train_loss = build_loss(config["Loss"]["Train"])
+    self.epochs, self.iters_per_epoch = g["epochs"], len(self.train_loader)
+    self.optimizer, self.scheduler = build_optimizer(config["Optimizer"], self.model, self.iters_per_epoch, self.epochs)
+    self._set_up_amp()
+    if g["checkpoints"]:
+        self.resume(g["checkpoints"])
+    elif g["pretrained_model"]:
+        self.load_pretrained(g["pretrained_model"])
 
-# %% ../nbs/13_engine.ipynb #52c0bb98
-class _InterruptFlag:
-    "While active, the first SIGINT sets `.set`; the second raises KeyboardInterrupt as usual."
-    def __init__(self): self.set, self._old = False, None
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-    def _handle(self, signum, frame):
-        if self.set: raise KeyboardInterrupt
-        self.set = True
-    def __exit__(self, *exc):
-        if self._old is not None: signal.signal(signal.SIGINT, self._old)
+# %% ../nbs/13_engine.ipynb #9289af48
+@patch
+def _states(self: Engine) -> dict:
+    "What `.pdstates` holds: the position, the best metric, the seed and the random generators."
+    return {"epoch": self.epoch, "iteration": self.iteration, "iters_per_epoch": self.iters_per_epoch,
+            "global_step": self.global_step, "best": dict(self.best), "seed": self.seed, "rng": rng_states(),
+            "metric_info": {"metric": self.best["recall1"], "epoch": self.best["epoch"]}}
 
-# %% ../nbs/13_engine.ipynb #b6f6053f
-def train(self) -> dict:
-    "Train from the current position to `Global.epochs`; returns the best metric and where it was reached."
-    from tqdm.auto import tqdm
-    g = self.config["Global"]
-    limit, done_here, start = g.get("max_iterations"), 0, time.perf_counter()
-    total_steps = self.epochs * self.iters_per_epoch
-    with _InterruptFlag() as interrupt:
-        while self.epoch <= self.epochs:
-            self.train_loader.set_epoch(self.epoch)
-            self.train_loader.skip_batches(self.iteration)
-            self.network.train()
-            bar = tqdm(total=self.iters_per_epoch, initial=self.iteration, desc=f"epoch {self.epoch}/{self.epochs}",
-                       unit="batch", disable=self.rank != 0, leave=False)
-            tick = time.perf_counter()
-            for batch in self.train_loader:
-                values = self.train_step(batch)
-                self.iteration, self.global_step, done_here = self.iteration + 1, self.global_step + 1, done_here + 1
-                now = time.perf_counter(); ips, tick = len(batch) / max(now - tick, 1e-9), now
-                lr = self.optimizer.get_lr()
-                bar.update(1); bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()} | {"lr": f"{lr:.3g}", "img/s": f"{ips:.0f}"})
-                if self.iteration % g["print_batch_step"] == 0 or self.iteration == self.iters_per_epoch:
-                    eta = (now - start) / done_here * (total_steps - self.global_step)
-                    self.log.info(f"[Train][Epoch {self.epoch}/{self.epochs}][Iter {self.iteration}/{self.iters_per_epoch}] "
-                                  f"lr {lr:.5g}, " + ", ".join(f"{k} {v:.5f}" for k, v in values.items())
-                                  + f", {ips:.1f} images/s, eta {_eta(eta)}")
-                    self.record("train", lr=lr, images_per_s=round(ips, 2), **values)
-                if interrupt.set or (limit and done_here >= limit):
-                    bar.close(); self.save("latest")
-                    if interrupt.set:
-                        self.say(f"interrupted: saved {self.output_dir / 'latest'}")
-                        raise KeyboardInterrupt(f"training interrupted; resume with -o Global.checkpoints={self.output_dir / 'latest'}")
-                    return dict(self.best)
-            bar.close()
-            self.end_epoch()
-            self.epoch, self.iteration = self.epoch + 1, 0
-    return dict(self.best)
+# %% ../nbs/13_engine.ipynb #fbbdb587
+@patch
+def save(
+    self: Engine,
+    name: str,  # the checkpoint's name: `latest`, `best_model`, `epoch_N`
+) -> Path:  # its prefix (None on the other ranks)
+    "Write checkpoint `name` (`latest`, `best_model`, `epoch_N`) in the output folder (rank 0 only)."
+    if self.rank != 0: return None
+    return save_checkpoint(self.output_dir / name, self.model, self.optimizer, self._states())
 
-Engine.train = train
-
-# %% ../nbs/13_engine.ipynb #e410d2ea
-def end_epoch(self):
-    "Evaluate and save the checkpoints due at the end of `self.epoch`."
-    g = self.config["Global"]
-    self.iteration = self.iters_per_epoch
-    if (g["eval_during_train"] and self.epoch % g["eval_interval"] == 0 and self.epoch >= g.get("start_eval_epoch", 0)):
-        metrics = self.evaluate()
-        if metrics.get("recall1", -1.0) >= self.best["recall1"]:
-            self.best = {"recall1": metrics["recall1"], "epoch": self.epoch}
-            self.save("best_model")
-    if self.epoch % g["save_interval"] == 0: self.save(f"epoch_{self.epoch}")
-    self.save("latest")
-
-def evaluate(self, exported: bool = True, # through the model exported for Paddle Inference, else in dygraph
-             compare: bool = None, # add the raw-pixel baseline to the `[Eval]` line; None: when training
-            ) -> dict:
-    "Retrieval metrics of the model on the `DataLoader.Eval` query and gallery sets; logged and recorded."
-    metrics = self.model_metrics(self.model, exported)
-    shown = {k: v for k, v in metrics.items() if k != "skipped_images"}
-    line = f"[Eval][Epoch {self.epoch}] " + ", ".join(f"{k} {v:.5f}" if isinstance(v, float) else f"{k} {v}"
-                                                        for k, v in shown.items())
-    if compare is None:
-        compare = self.mode == "train"
-    if compare:
-        line += versus_pixels(metrics, self.pixel_baseline())
-    self.say(line)
-    if metrics["skipped_images"]: self.say("left out (unreadable): " + ", ".join(metrics["skipped_images"]))
-    self.record("eval", **shown)
-    return metrics
-
-Engine.end_epoch, Engine.evaluate = end_epoch, evaluate
+# %% ../nbs/13_engine.ipynb #65e4a89e
+@patch
+def resume(
+    self: Engine,
+    prefix,  # the checkpoint, e.g. `output/latest`
+) -> dict:  # its `.pdstates`
+    "Continue from checkpoint `prefix` (e.g. `output/latest`)."
+    states = load_checkpoint(prefix, self.model, self.optimizer)
+    if states.get("iters_per_epoch") != self.iters_per_epoch:
+        warnings.warn(f"checkpoint {prefix} was written with {states.get('iters_per_epoch')} iterations per epoch, "
+                      f"this run has {self.iters_per_epoch}: the epoch and the schedule continue from where they were")
+    set_rng_states(states["rng"])
+    self.best, self.global_step = dict(states["best"]), int(states["global_step"])
+    self.epoch, self.iteration = int(states["epoch"]), int(states["iteration"])
+    if self.iteration >= self.iters_per_epoch:
+        self.epoch, self.iteration = self.epoch + 1, 0
+    self.say(f"resumed from {prefix}: epoch {self.epoch}, iteration {self.iteration}, "
+             f"best recall1 {self.best['recall1']}")
+    return states
 
 # %% ../nbs/13_engine.ipynb #125c332a
-def model_metrics(self, model: nn.Layer, exported: bool = True) -> dict:
+@patch
+def model_metrics(
+    self: Engine,
+    model: nn.Layer,  # the network: the engine's, or another built from its config
+    exported: bool = True,  # through its export for Paddle Inference (if that works), else by the dygraph forward
+) -> dict:  # the metrics of `evaluate_retrieval`
     "Retrieval metrics of `model` on the evaluation sets, through its export (`exported`, if it works) or in dygraph."
     if self.query_loader is None:
         self._build_eval_loaders()
@@ -580,33 +614,47 @@ def model_metrics(self, model: nn.Layer, exported: bool = True) -> dict:
         return evaluate_retrieval(encode or dygraph_encoder(model, g["retrieval_feature_from"]), self.query_loader,
                                   self.gallery_loader, self.config["Metric"]["Eval"], g["feature_normalize"])
 
-def exported_encoder(self, stack: contextlib.ExitStack, feature_from: str, model: nn.Layer = None):
+# %% ../nbs/13_engine.ipynb #683cde6b
+@patch
+def exported_encoder(
+    self: Engine,
+    stack: contextlib.ExitStack,  # keeps the predictor open until it closes
+    feature_from: str,  # the output: "features" or "backbone"
+    model: nn.Layer = None,  # the network to export; None: the engine's
+):  # an encoder for `extract_features`, or None (with a warning) when the export is not possible
     "`model` (default: the engine's) as a Paddle Inference predictor kept open by `stack`, or None (warning why)."
     model = self.model if model is None else model
-    sizes = {l.builder.pipeline.output_hw for l in (self.query_loader, self.gallery_loader) if l is not None}
+    loaders = [loader for loader in (self.query_loader, self.gallery_loader) if loader is not None]
+    sizes = {loader.builder.pipeline.output_hw for loader in loaders}
     why = "the query and gallery transforms give different image sizes" if len(sizes) > 1 else None
     if why is None:
         try:
             predictor = exported_predictor(model, preprocess_ops(self.config), feature_from, self.device, cpu_share())
             return stack.enter_context(predictor)
-        except Exception as e: why = f"exporting it for Paddle Inference failed: {type(e).__name__}: {e}"
+        except Exception as e:
+            why = f"exporting it for Paddle Inference failed: {type(e).__name__}: {e}"
     warnings.warn(f"evaluating with the dygraph forward, about 20x slower on a CPU: {why}")
     return None
 
-Engine.model_metrics, Engine.exported_encoder = model_metrics, exported_encoder
-
 # %% ../nbs/13_engine.ipynb #16e68436
-def pixel_baseline(self) -> dict:
+@patch
+def pixel_baseline(self: Engine) -> dict:  # the metrics of `evaluate_pixels`
     "The raw-pixel baseline's metrics on the evaluation sets (`Global.baseline_pixel_size`): computed once, then kept."
     if self.pixel_metrics is None:
-        ev, size = self.config["DataLoader"]["Eval"], self.config["Global"]["baseline_pixel_size"]
-        gallery = None if ev["Gallery"] == ev["Query"] else ev["Gallery"]  # as `_build_eval_loaders` decides
-        self.pixel_metrics = evaluate_pixels(ev["Query"], gallery, self.config["Metric"]["Eval"], size, self.seed)
+        evaluation, size = self.config["DataLoader"]["Eval"], self.config["Global"]["baseline_pixel_size"]
+        gallery = None if evaluation["Gallery"] == evaluation["Query"] else evaluation["Gallery"]  # as the loaders
+        self.pixel_metrics = evaluate_pixels(evaluation["Query"], gallery, self.config["Metric"]["Eval"], size,
+                                             self.seed)
         shown = {k: v for k, v in self.pixel_metrics.items() if k != "skipped_images"}
         self.record("baseline", name="raw pixels", pixel_size=size, **shown)
     return self.pixel_metrics
 
-def untrained_baseline(self, exported: bool = True) -> dict:
+# %% ../nbs/13_engine.ipynb #d0124efa
+@patch
+def untrained_baseline(
+    self: Engine,
+    exported: bool = True,  # through its export for Paddle Inference (if that works), else by the dygraph forward
+) -> dict:  # the metrics of `model_metrics`
     "Metrics of the config's network with the weights `Global.seed` gives it before training."
     states = rng_states()
     seed_everything(self.seed)  # rank 0's seed on every rank: the weights that DataParallel spreads
@@ -614,8 +662,168 @@ def untrained_baseline(self, exported: bool = True) -> dict:
     set_rng_states(states)
     return self.model_metrics(model, exported)
 
-def baselines(self, exported: bool = True) -> dict:
+# %% ../nbs/13_engine.ipynb #fc12c2f0
+@patch
+def baselines(
+    self: Engine,
+    exported: bool = True,  # evaluate the untrained network through its export (if that works)
+) -> dict:  # metrics by name
     "`{'raw pixels': metrics, 'untrained network': metrics}` on the engine's evaluation sets."
     return {"raw pixels": self.pixel_baseline(), "untrained network": self.untrained_baseline(exported)}
 
-Engine.pixel_baseline, Engine.untrained_baseline, Engine.baselines = pixel_baseline, untrained_baseline, baselines
+# %% ../nbs/13_engine.ipynb #e410d2ea
+@patch
+def evaluate(
+    self: Engine,
+    exported: bool = True,  # through the model exported for Paddle Inference, else in dygraph
+    compare: bool = None,  # add the raw-pixel baseline to the `[Eval]` line; None: when training
+) -> dict:  # the metrics of `evaluate_retrieval`
+    "Retrieval metrics of the model on the `DataLoader.Eval` query and gallery sets; logged and recorded."
+    metrics = self.model_metrics(self.model, exported)
+    shown = {k: v for k, v in metrics.items() if k != "skipped_images"}
+    values = ", ".join(f"{k} {v:.5f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
+    line = f"[Eval][Epoch {self.epoch}] {values}"
+    if compare is None:
+        compare = self.mode == "train"
+    if compare:
+        line += versus_pixels(metrics, self.pixel_baseline())
+    self.say(line)
+    if metrics["skipped_images"]:
+        self.say("left out (unreadable): " + ", ".join(metrics["skipped_images"]))
+    self.record("eval", **shown)
+    return metrics
+
+# %% ../nbs/13_engine.ipynb #e9789d56
+@patch
+def end_epoch(self: Engine):
+    "Evaluate and save the checkpoints due at the end of `self.epoch`."
+    g = self.config["Global"]
+    self.iteration = self.iters_per_epoch
+    if g["eval_during_train"] and self.epoch % g["eval_interval"] == 0 and self.epoch >= g["start_eval_epoch"]:
+        metrics = self.evaluate()
+        if metrics.get("recall1", -1.0) >= self.best["recall1"]:
+            self.best = {"recall1": metrics["recall1"], "epoch": self.epoch}
+            self.save("best_model")
+    if self.epoch % g["save_interval"] == 0:
+        self.save(f"epoch_{self.epoch}")
+    self.save("latest")
+
+# %% ../nbs/13_engine.ipynb #44dac245
+@patch
+def _check_finite(self: Engine, values: dict):
+    "A FloatingPointError naming the loss parts `values` unless all are finite (nothing is updated yet)."
+    if all(math.isfinite(v) for v in values.values()): return
+    parts = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+    raise FloatingPointError(f"the loss is not finite at epoch {self.epoch}, iteration {self.iteration + 1} ({parts}): "
+                             "training stopped before updating the weights; the last good checkpoint is "
+                             f"{self.output_dir / 'latest'}. Lower Optimizer.lr.learning_rate, or check the data")
+
+# %% ../nbs/13_engine.ipynb #f1706920
+@patch
+def train_step(
+    self: Engine,
+    batch,  # a `loader.Batch` of the training loader
+) -> dict:  # the loss parts, as floats
+    "One optimisation step on `batch`; returns the loss parts as floats."
+    images, labels = paddle.to_tensor(batch.images), paddle.to_tensor(batch.labels).reshape([-1, 1])
+    with paddle.amp.auto_cast(enable=self.amp_level is not None, level=self.amp_level or "O1"):
+        parts = self.train_loss(self.network(images, labels), labels)
+    values = {k: float(v) for k, v in parts.items()}
+    self._check_finite(values)
+    if self.scaler is None:
+        parts["loss"].backward()
+        self.optimizer.step()
+    else:
+        self.scaler.scale(parts["loss"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+    self.optimizer.clear_grad()
+    self.scheduler.step()
+    return values
+
+# %% ../nbs/13_engine.ipynb #e33ca75c
+def _eta(seconds: float) -> str:
+    "`H:MM:SS` (0 for a negative time)."
+    total = int(max(seconds, 0))
+    return f"{total // 3600}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+# %% ../nbs/13_engine.ipynb #1daab7f4
+@patch
+def _after_step(self: Engine, bar, values: dict, images: int, clock: dict):
+    "Count the step just done and show it on `bar`; every `print_batch_step` iterations, log it and record it."
+    now = time.perf_counter()
+    ips, clock["tick"] = images / max(now - clock["tick"], 1e-9), now
+    self.iteration, self.global_step, clock["steps"] = self.iteration + 1, self.global_step + 1, clock["steps"] + 1
+    lr = self.optimizer.get_lr()
+    bar.update(1)
+    bar.set_postfix({k: f"{v:.4f}" for k, v in values.items()} | {"lr": f"{lr:.3g}", "img/s": f"{ips:.0f}"},
+                    refresh=False)  # shown at the bar's next redraw, not one more line per step
+    if self.iteration % self.config["Global"]["print_batch_step"] == 0 or self.iteration == self.iters_per_epoch:
+        eta = (now - clock["start"]) / clock["steps"] * (self.epochs * self.iters_per_epoch - self.global_step)
+        self.log.info(f"[Train][Epoch {self.epoch}/{self.epochs}][Iter {self.iteration}/{self.iters_per_epoch}] "
+                      f"lr {lr:.5g}, " + ", ".join(f"{k} {v:.5f}" for k, v in values.items())
+                      + f", {ips:.1f} images/s, eta {_eta(eta)}")
+        self.record("train", lr=lr, images_per_s=round(ips, 2), **values)
+
+# %% ../nbs/13_engine.ipynb #52c0bb98
+class _InterruptFlag:
+    "While active, the first SIGINT sets `.set`; the second raises KeyboardInterrupt as usual."
+    def __init__(self):
+        self.set, self._old = False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.set: raise KeyboardInterrupt
+        self.set = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+# %% ../nbs/13_engine.ipynb #64652427
+@patch
+def _stop(
+    self: Engine,
+    interrupted: bool,  # by Ctrl-C; else `Global.max_iterations` was reached
+) -> dict:  # the best metric and where it was reached
+    "Save `latest` where the run stopped early; after Ctrl-C, raise KeyboardInterrupt saying how to resume."
+    self.save("latest")
+    if interrupted:
+        self.say(f"interrupted: saved {self.output_dir / 'latest'}")
+        raise KeyboardInterrupt(f"training interrupted; resume with -o Global.checkpoints={self.output_dir / 'latest'}")
+    return dict(self.best)
+
+# %% ../nbs/13_engine.ipynb #b6f6053f
+@patch
+def _train_epoch(self: Engine, bar, interrupt: _InterruptFlag, clock: dict) -> bool:
+    "Train the rest of `self.epoch`; True when the run stops there (Ctrl-C, or `Global.max_iterations` reached)."
+    limit = self.config["Global"]["max_iterations"]
+    self.train_loader.set_epoch(self.epoch)
+    self.train_loader.skip_batches(self.iteration)
+    self.network.train()
+    clock["tick"] = time.perf_counter()
+    for batch in self.train_loader:
+        self._after_step(bar, self.train_step(batch), len(batch), clock)
+        if interrupt.set or (limit and clock["steps"] >= limit):
+            return True
+    return False
+
+@patch
+def train(self: Engine) -> dict:  # the best metric and where it was reached: `{"recall1": ..., "epoch": ...}`
+    "Train from the current position to `Global.epochs`; returns the best metric and where it was reached."
+    clock = {"start": time.perf_counter(), "steps": 0}
+    total, done = self.epochs * self.iters_per_epoch, (self.epoch - 1) * self.iters_per_epoch + self.iteration
+    bar = progress(total=total, initial=min(done, total), desc=f"epoch {self.epoch}/{self.epochs}", unit="batch",
+                   disable=self.rank != 0, leave=False)
+    with _InterruptFlag() as interrupt, bar:
+        while self.epoch <= self.epochs:
+            bar.set_description(f"epoch {self.epoch}/{self.epochs}", refresh=False)
+            if self._train_epoch(bar, interrupt, clock):
+                return self._stop(interrupt.set)
+            self.end_epoch()
+            self.epoch, self.iteration = self.epoch + 1, 0
+    return dict(self.best)

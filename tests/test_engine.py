@@ -4,7 +4,14 @@ run, a crash during a checkpoint save leaves the previous checkpoint loadable, a
 before the weights change, and the command-line tools. nbs/13_engine.ipynb explains the design."""
 import copy
 import json
+import shutil
 import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import paddle
@@ -29,7 +36,8 @@ def slice_list(src, dst, classes: int, per_class: int = None):
     for line in src.read_text().splitlines():
         label = int(line.split()[1])
         if label < classes and seen.get(label, 0) < (per_class or 10**9):
-            seen[label] = seen.get(label, 0) + 1; out.append(line)
+            seen[label] = seen.get(label, 0) + 1
+            out.append(line)
     dst.write_text("\n".join(out) + "\n")
     return dst
 
@@ -120,7 +128,8 @@ def test_resume_mid_epoch_equals_one_run(reference, lists, tmp_path):
     one = Engine(small_config(reference, lists, tmp_path / "one", eval_during_train=False), "train")
     n = one.epochs * one.iters_per_epoch
     one.train()
-    first = Engine(small_config(reference, lists, tmp_path / "two", eval_during_train=False, max_iterations=n // 2 + 1), "train")
+    first = Engine(small_config(reference, lists, tmp_path / "two", eval_during_train=False, max_iterations=n // 2 + 1),
+                   "train")
     first.train()
     assert (first.epoch, first.iteration) != (one.epoch, one.iteration)
     second = Engine(small_config(reference, lists, tmp_path / "two", eval_during_train=False,
@@ -132,28 +141,63 @@ def test_resume_mid_epoch_equals_one_run(reference, lists, tmp_path):
 
 
 def test_crash_during_save_keeps_the_previous_checkpoint(reference, lists, tmp_path, monkeypatch):
+    "A failure while `latest` is serialised or written leaves the previous `latest`; a mixed set is refused."
     e = Engine(small_config(reference, lists, tmp_path, eval_during_train=False, epochs=2), "train")
-    real_save, calls = paddle.save, []
-    def crashing_save(obj, path, *args, **kwargs):
-        calls.append(path)
-        if e.epoch == 2 and "latest" in str(path) and str(path).endswith("pdopt.tmp"): raise OSError("power cut")
+    real_checkpoint, real_write_files, saving = engine_module.save_checkpoint, engine_module.write_atomic_files, []
+    real_save = paddle.save
+
+    def noting_checkpoint(prefix, *args, **kwargs):
+        saving.append(Path(prefix).name)
+        return real_checkpoint(prefix, *args, **kwargs)
+
+    def crashing_save(obj, path, *args, **kwargs):  # fails on the optimizer's state (keys `name@slot`) of `latest`
+        if e.epoch == 2 and saving and saving[-1] == "latest" and any("@" in str(k) for k in obj):
+            raise OSError("power cut")
         return real_save(obj, path, *args, **kwargs)
+
+    def half_then_power_cut(data):
+        def write(f):
+            f.write(data[:len(data) // 2])
+            raise OSError("power cut")
+        return write
+
+    def cut_write(contents):  # the power goes half-way through writing `latest.pdopt`
+        if e.epoch == 2 and any(str(path).endswith("latest.pdopt") for path in contents):
+            contents = {path: half_then_power_cut(data) if str(path).endswith("latest.pdopt") else data
+                        for path, data in contents.items()}
+        return real_write_files(contents)
+
+    monkeypatch.setattr(engine_module, "save_checkpoint", noting_checkpoint)
     monkeypatch.setattr(engine_module.paddle, "save", crashing_save)
-    with pytest.raises(OSError, match="power cut"): e.train()
+    with pytest.raises(OSError, match="power cut"):
+        e.train()
+    assert saving[-2:] == ["epoch_2", "latest"]
     monkeypatch.setattr(engine_module.paddle, "save", real_save)
     fresh = Engine(small_config(reference, lists, tmp_path / "x", eval_during_train=False), "train")
     states = load_checkpoint(tmp_path / "latest", fresh.model, fresh.optimizer)
     assert states["epoch"] == 1 and not list(tmp_path.glob(".*.tmp"))
+    monkeypatch.setattr(engine_module, "write_atomic_files", cut_write)
+    with pytest.raises(OSError, match="power cut"):
+        e.end_epoch()  # epoch 2's saves again; all three files of `latest` are written before any is renamed
+    assert load_checkpoint(tmp_path / "latest", fresh.model, fresh.optimizer)["epoch"] == 1
+    assert load_checkpoint(tmp_path / "epoch_2", fresh.model, fresh.optimizer)["epoch"] == 2
+    assert not list(tmp_path.glob(".*.tmp"))
+    shutil.copy(tmp_path / "epoch_2.pdparams", tmp_path / "latest.pdparams")  # parts of two saves
+    with pytest.raises(ValueError, match="inconsistent"):
+        load_checkpoint(tmp_path / "latest", fresh.model, fresh.optimizer)
 
 
 def test_non_finite_loss_stops_before_the_update(reference, lists, tmp_path):
     e = Engine(small_config(reference, lists, tmp_path, eval_during_train=False), "train")
     # trainable parameters: Paddle keeps batch-norm statistics as parameters too, and a forward pass updates them
-    params = lambda: {n: p.numpy().copy() for n, p in e.model.named_parameters() if not p.stop_gradient}
+    def params():
+        return {n: p.numpy().copy() for n, p in e.model.named_parameters() if not p.stop_gradient}
     before = params()
     e.train_loss.weights[0] = float("nan")
-    with pytest.raises(FloatingPointError, match="not finite at epoch 1, iteration 1"): e.train()
-    for k, v in params().items(): np.testing.assert_array_equal(v, before[k])
+    with pytest.raises(FloatingPointError, match="not finite at epoch 1, iteration 1"):
+        e.train()
+    for k, v in params().items():
+        np.testing.assert_array_equal(v, before[k])
     assert not (tmp_path / "latest.pdparams").exists()  # nothing written after a bad step
 
 
@@ -195,7 +239,6 @@ def test_validation_split(reference, lists, tmp_path, capsys):
 
 def test_data_parallel_two_processes(reference, lists, tmp_path):
     "Two CPU processes under paddle.distributed.launch (gloo) train one epoch; evaluation gathers both shares."
-    import subprocess, sys, textwrap
     cfg = tmp_path / "small.yaml"
     yaml.safe_dump(small_config(reference, lists, tmp_path / "out", epochs=1), open(cfg, "w"))
     script = tmp_path / "train.py"
@@ -218,14 +261,14 @@ def test_data_parallel_two_processes(reference, lists, tmp_path):
 
 def test_ctrl_c_saves_latest_and_exits(reference, lists, tmp_path):
     "SIGINT during training: the step finishes, `latest` is saved with the position, fe_train exits with 130."
-    import signal, subprocess, sys, time
     cfg = tmp_path / "small.yaml"
     yaml.safe_dump(small_config(reference, lists, tmp_path / "out", epochs=50, eval_during_train=False), open(cfg, "w"))
-    proc = subprocess.Popen([sys.executable, "-c", f"import sys; from feature_extraction.cli import fe_train; "
-                             f"sys.exit(fe_train(['-c', {str(cfg)!r}]))"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    script = f"import sys; from feature_extraction.cli import fe_train; sys.exit(fe_train(['-c', {str(cfg)!r}]))"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = tmp_path / "out/train.log"
     deadline = time.time() + 240
-    while time.time() < deadline and not (log.exists() and "[Train]" in log.read_text()): time.sleep(0.2)
+    while time.time() < deadline and not (log.exists() and "[Train]" in log.read_text()):
+        time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
@@ -233,3 +276,16 @@ def test_ctrl_c_saves_latest_and_exits(reference, lists, tmp_path):
     e = Engine(small_config(reference, lists, tmp_path / "again", epochs=50, eval_during_train=False,
                             checkpoints=str(tmp_path / "out/latest")), "train")
     assert e.global_step >= 1 and (e.epoch, e.iteration) != (1, 0)
+
+
+def test_icons_cpu_documented_run_matches_bench_readme():
+    "bench/README.md's curve of the icons_cpu run is its history file's, which ends at the config's last epoch."
+    repo = Path(__file__).resolve().parents[1]
+    run = [json.loads(line) for line in (repo / "bench/results/icons_cpu_history.jsonl").read_text().splitlines()]
+    evals = [h for h in run if h["kind"] == "eval"]
+    assert evals[-1]["epoch"] == yaml.safe_load(open(repo / "configs/icons_cpu.yaml"))["Global"]["epochs"]
+    section = (repo / "bench/README.md").read_text().split("## icons_cpu.yaml")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", section, re.MULTILINE)
+    expected = [(str(h["epoch"]), f"{(h['time'] - run[0]['time']) / 60:.1f}", f"{h['recall1']:.3f}",
+                 f"{h['recall5']:.3f}", f"{h['mAP']:.3f}") for h in evals]
+    assert rows == expected
