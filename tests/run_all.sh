@@ -8,7 +8,7 @@ export PYTHONDONTWRITEBYTECODE=1
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "1/5 the exported package matches the notebooks (nbdev_export, then git diff)"
+step "1/6 the exported package matches the notebooks (nbdev_export, then git diff)"
 nbdev_export
 if [ -n "$(git status --porcelain -- feature_extraction)" ]; then
   git status --porcelain -- feature_extraction
@@ -17,13 +17,17 @@ if [ -n "$(git status --porcelain -- feature_extraction)" ]; then
   exit 1
 fi
 
-step "2/5 README.md matches nbs/index.ipynb"
+step "2/6 README.md matches nbs/index.ipynb"
 python tools/build_docs.py --check-readme
 
-step "3/5 notebooks (nbdev_test; cells flagged slow are skipped, add --flags slow to run them)"
+step "3/6 ruff (style rules in pyproject.toml) and the notebook style rules (tools/notebook_style.py)"
+ruff check feature_extraction tests bench tools setup.py
+python tools/notebook_style.py --check > /dev/null || { python tools/notebook_style.py; exit 1; }
+
+step "4/6 notebooks (nbdev_test; cells flagged slow are skipped, add --flags slow to run them)"
 (cd nbs && nbdev_test --n_workers 2)
 
-step "4/5 headless Chromium for the documentation-site test"
+step "5/6 headless Chromium for the documentation-site test"
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
@@ -33,5 +37,5 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 command -v chromium || true
 
-step "5/5 pytest (tests/)"
+step "6/6 pytest (tests/)"
 python -m pytest tests -q -p no:cacheprovider
