@@ -27,14 +27,24 @@ import numpy as np
 warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
 
 # %% ../nbs/00_core.ipynb #f1aa2254
-def check_int(value, name: str, min_value: int = 1) -> int:
+def check_int(
+    value,  # what to check (from a config or an argument)
+    name: str,  # the argument's name, for the message
+    min_value: int = 1,  # the smallest value allowed
+) -> int:
     "`value` as an int if it is an integer (not a bool) >= `min_value`, else a ValueError naming `name`."
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < min_value:
         what = "a positive integer" if min_value == 1 else f"an integer >= {min_value}"
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return int(value)
 
-def check_real(value, name: str, min_value=None) -> float:
+
+# %% ../nbs/00_core.ipynb #233a35f2
+def check_real(
+    value,  # what to check
+    name: str,  # the argument's name, for the message
+    min_value=None,  # the smallest value allowed, or None for any
+) -> float:
     "`value` as a finite float (at least `min_value` if given), else an error naming `name`."
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise TypeError(f"{name} must be a finite number, got {value!r} ({type(value).__name__})")
@@ -48,12 +58,16 @@ def default_num_threads() -> int:
     except AttributeError: return os.cpu_count() or 1
 
 # %% ../nbs/00_core.ipynb #8a0cb9a6
-def resolve_num_threads(num_threads=None) -> int:
+def resolve_num_threads(
+    num_threads=None,  # a positive integer, or None for every core this process may use
+) -> int:
     "Check a `num_threads` argument: a positive integer, or None for `default_num_threads()`."
     return default_num_threads() if num_threads is None else check_int(num_threads, "num_threads (or None)")
 
 # %% ../nbs/00_core.ipynb #72d6bf93
-def compiled(name: str):
+def compiled(
+    name: str,  # the extension's module name, e.g. "_retrieval"
+):
     "Import the compiled module `feature_extraction.<name>`, or fail with instructions to build it."
     try: return importlib.import_module(f"feature_extraction.{name}")
     except ImportError as e:
@@ -62,7 +76,9 @@ def compiled(name: str):
                           "needed).") from e
 
 # %% ../nbs/00_core.ipynb #7053af9a
-def fsync_dir(path):
+def fsync_dir(
+    path,  # the folder
+):
     "Flush a folder's entries (files created or renamed in it) to disk; a no-op where folders cannot be opened."
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -110,6 +126,8 @@ def write_atomic_files(
         fsync_dir(folder)
     return paths
 
+
+# %% ../nbs/00_core.ipynb #98168ee2
 def write_atomic(
     path,  # the file to write
     content,  # bytes, str (written as UTF-8) or a function `write(f)` of a binary file
@@ -118,7 +136,10 @@ def write_atomic(
     return write_atomic_files({path: content})[0]
 
 # %% ../nbs/00_core.ipynb #bc362486
-def replace_dir_atomic(tmp, out_dir) -> Path:
+def replace_dir_atomic(
+    tmp,  # the finished folder, beside `out_dir`
+    out_dir,  # where it goes; a folder already there is replaced
+) -> Path:
     "Move the finished folder `tmp` to `out_dir` (its files flushed to disk first), replacing any folder there."
     tmp, out_dir = Path(tmp), Path(out_dir)
     for file in tmp.rglob("*"):
@@ -139,7 +160,9 @@ def replace_dir_atomic(tmp, out_dir) -> Path:
     return out_dir
 
 # %% ../nbs/00_core.ipynb #e4944f9d
-def file_digest(path) -> str:
+def file_digest(
+    path,  # the file
+) -> str:
     "SHA-256 of a file's bytes, in hex."
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -150,7 +173,9 @@ def file_digest(path) -> str:
 # %% ../nbs/00_core.ipynb #1f5bae21
 class LineStream:
     "A text stream for tqdm where output is not a terminal: each redraw of the bar becomes one plain line."
-    def __init__(self, stream):
+    def __init__(self,
+                 stream,  # where the lines go (a log file, sys.stderr)
+                ):
         self.stream = stream
 
     def write(self, text: str):
@@ -167,7 +192,14 @@ def in_notebook() -> bool:
     shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
     return type(shell).__name__ == "ZMQInteractiveShell"
 
-def progress(iterable=None, log_interval: float = 10.0, file=None, **kwargs):
+
+# %% ../nbs/00_core.ipynb #fb1b20fb
+def progress(
+    iterable=None,  # what to iterate over, or None to call `update` by hand
+    log_interval: float = 10.0,  # seconds between lines when output is not a terminal
+    file=None,  # where the bar goes (default: sys.stderr)
+    **kwargs,  # tqdm's arguments (total, desc, unit, ...)
+):
     "A tqdm bar (`kwargs` are tqdm's): drawn in place on a terminal or in Jupyter, else a line every `log_interval` s."
     from tqdm.auto import tqdm as auto_tqdm
     from tqdm.std import tqdm as text_tqdm
@@ -179,12 +211,22 @@ def progress(iterable=None, log_interval: float = 10.0, file=None, **kwargs):
     return text_tqdm(iterable, file=LineStream(file), mininterval=log_interval, ncols=100, ascii=True, **kwargs)
 
 # %% ../nbs/00_core.ipynb #24838604
-def unknown_keys_message(where: str, unknown, known) -> str:
+def unknown_keys_message(
+    where: str,  # the section or class the keys were given to
+    unknown,  # the keys not understood
+    known,  # the keys allowed there
+) -> str:
     "The one wording of an unknown-key problem: where, which keys, and the known ones."
     unknown, known = [str(k) for k in unknown], [str(k) for k in known]
     return f"{where}: unknown key{'s' * (len(unknown) > 1)} {', '.join(unknown)}; known: {', '.join(known) or 'none'}"
 
-def check_keys(given, known, where: str):
+
+# %% ../nbs/00_core.ipynb #e52bcb7a
+def check_keys(
+    given,  # a mapping of options, or its keys
+    known,  # the keys allowed
+    where: str,  # the section or class, for the message
+):
     "Raise a ValueError if the mapping (or key list) `given` has keys not in `known`."
     unknown = [key for key in given if key not in known]
     if unknown:
@@ -193,7 +235,10 @@ def check_keys(given, known, where: str):
 # %% ../nbs/00_core.ipynb #8125bce3
 class Registry:
     "Named constructors of one kind (backbones, heads, losses, ...), filled by the `register` decorator."
-    def __init__(self, kind: str): self.kind, self.entries = kind, {}
+    def __init__(self,
+                 kind: str,  # what is registered ("backbone", "loss"), for messages
+                ):
+        self.kind, self.entries = kind, {}
 
     def register(self, obj=None, *, name: str = None):
         "Register `obj` under `name` (default: its `__name__`); usable as `@reg.register` or `@reg.register(name=...)`."

@@ -27,6 +27,8 @@ import time
 import warnings
 from pathlib import Path
 
+
+# %% ../nbs/13_engine.ipynb #8f149947
 import numpy as np
 from fastcore.basics import patch
 
