@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from .core import check_keys
+from .core import check_keys, write_atomic
 from .config import ConfigError, load_config
 from .demo import run_demo
 from .engine import Engine, metrics_line
@@ -119,7 +119,7 @@ def _evaluate(args) -> int:
         found = engine.baselines(exported=not args.dygraph)
         for name, values in (found | {"trained network": metrics}).items(): print(metrics_line(name, values))
         metrics = metrics | {"baselines": found}
-    if args.json: Path(args.json).write_text(json.dumps(metrics, indent=2) + "\n")
+    if args.json: write_atomic(args.json, json.dumps(metrics, indent=2) + "\n")
     return 0
 
 def fe_eval(
