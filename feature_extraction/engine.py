@@ -547,12 +547,27 @@ def _set_up_amp(self: Engine):
             self.model, self.optimizer = paddle.amp.decorate(self.model, self.optimizer, level="O2",
                                                              save_dtype="float32")
 
+# %% ../nbs/13_engine.ipynb #b46c57b3
+@patch
+def _check_class_num(self: Engine):
+    "A ConfigError before training if the head has fewer classes than the training labels need."
+    class_num = getattr(self.model.head, "class_num", None)
+    labels = self.train_loader.builder.labels
+    if class_num is None or not len(labels):
+        return
+    needed = int(labels.max()) + 1
+    if needed > class_num:
+        label_file = self.config["DataLoader"]["Train"]["dataset"]["cls_label_path"]
+        raise ConfigError([("Arch.Head.class_num", f"{class_num}, but the labels of {label_file} go up to "
+                            f"{needed - 1}: set it to at least {needed}")])
+
 # %% ../nbs/13_engine.ipynb #32de4f0f
 @patch
 def _build_training(self: Engine):
     "The training loader, losses, optimizer and schedule, AMP, and the starting point (resume or pretrained)."
     g, config = self.config["Global"], self.config
     self.train_loader = build_loader(config["DataLoader"]["Train"], self.seed, on_error="replace")
+    self._check_class_num()
     self.train_loss = build_loss(config["Loss"]["Train"])
     self.epochs, self.iters_per_epoch = g["epochs"], len(self.train_loader)
     self.optimizer, self.scheduler = build_optimizer(config["Optimizer"], self.model, self.iters_per_epoch, self.epochs)
