@@ -83,6 +83,10 @@ def train_parser() -> argparse.ArgumentParser:  # `fe_train -c CONFIG [-o KEY=VA
     return _config_parser("fe_train", "Train a recognition model from a PaddleClas-schema config.")
 
 # %% ../nbs/18_cli.ipynb #254ac42b
+# what bad input raises while a config is read and an engine is built: ConfigError, LabelFileError and the
+# samplers' and loaders' checks are ValueErrors, and missing files FileNotFoundErrors
+_INPUT_ERRORS = (ValueError, FileNotFoundError)
+
 def _train(args) -> int:
     "The work of `fe_train`."
     engine = Engine(config_from_arguments(args), "train")
@@ -94,7 +98,7 @@ def fe_train(
     argv: list = None,  # the arguments (None: the command line's)
 ) -> int:  # the exit status
     "Command line: train from a config (`fe_train -c configs/icons_cpu.yaml -o Global.epochs=2`)."
-    return _report(_train, train_parser().parse_args(argv), ConfigError, FileNotFoundError, FloatingPointError)
+    return _report(_train, train_parser().parse_args(argv), *_INPUT_ERRORS, FloatingPointError)
 
 # %% ../nbs/18_cli.ipynb #e0bf425c
 def eval_parser() -> argparse.ArgumentParser:  # `fe_eval -c CONFIG [-o ...] [--json FILE] [--dygraph] [--baselines]`
@@ -126,7 +130,7 @@ def fe_eval(
     argv: list = None,  # the arguments (None: the command line's)
 ) -> int:  # the exit status
     "Command line: evaluate weights on the config's query and gallery sets and print recall1, recall5, mAP."
-    return _report(_evaluate, eval_parser().parse_args(argv), ConfigError, FileNotFoundError)
+    return _report(_evaluate, eval_parser().parse_args(argv), *_INPUT_ERRORS)
 
 # %% ../nbs/18_cli.ipynb #4e92693e
 def export_parser() -> argparse.ArgumentParser:  # `fe_export -c CONFIG [-o ...] [--format onnx] [--no-reparameterize]`

@@ -111,6 +111,19 @@ def _check_lines(rows, image_root, relabel: bool, check_files: bool) -> tuple:
         ids.append(uid)
     return paths, labels, (ids if ncols == 3 else None), errors
 
+# %% ../nbs/07_data.ipynb #b646238b
+def _label_text(path: Path) -> str:
+    "The text of a label file, or a LabelFileError naming the first line that is not UTF-8."
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        text = raw.splitlines()[line - 1].decode("utf-8", errors="replace")
+        message = (f"not UTF-8 text (byte 0x{raw[e.start]:02x}): save the file as UTF-8, "
+                   "e.g. `iconv -f latin1 -t utf-8 old.txt > new.txt`")
+        raise LabelFileError(path, [(line, message, text)]) from None
+
 # %% ../nbs/07_data.ipynb #8c1f088e
 def read_label_file(path,                   # the label file, UTF-8
                     image_root=None,        # folder the image paths are relative to (default: the label file's)
@@ -122,7 +135,7 @@ def read_label_file(path,                   # the label file, UTF-8
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"label file not found: {path}")
     root = path.parent if image_root is None else Path(image_root)
-    rows = list(_split_lines(path.read_text(encoding="utf-8-sig"), delimiter))
+    rows = list(_split_lines(_label_text(path), delimiter))
     paths, labels, ids, errors = _check_lines(rows, root, relabel, check_files)
     if errors: raise LabelFileError(path, errors)
     if not paths: raise LabelFileError(path, [(0, "no samples (the file is empty or only comments)", "")])

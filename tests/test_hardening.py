@@ -23,3 +23,26 @@ def test_class_num_smaller_than_the_labels_is_one_clear_error(tmp_path, capsys):
     assert "Arch.Head.class_num: 10, but the labels of" in err and "set it to at least 150" in err
     assert "Traceback" not in err
     assert not (tmp_path / "run" / "latest.pdparams").exists()
+
+
+def write_label_file(path, lines: list, encoding: str = "utf-8"):
+    "A label file of demo images plus `lines`, in `encoding`."
+    demo_lines = (demo_data() / "train_list.txt").read_text(encoding="utf-8").splitlines()[:50]
+    path.write_bytes("\n".join(demo_lines + lines).encode(encoding) + b"\n")
+    return path
+
+
+def test_label_file_errors_are_one_report_without_a_traceback(tmp_path, capsys):
+    # 6: a bad line and a Latin-1 file came out under a 30-line traceback (a bare UnicodeDecodeError for Latin-1)
+    data = demo_data()
+    for name, lines, encoding, expected in [
+            ("bad_line.txt", ["onlyonefield"], "utf-8", "line 51: 1 columns, expected 2"),
+            ("latin1.txt", ["café.png 3"], "latin-1", "line 51: not UTF-8 text (byte 0xe9)")]:
+        label_file = write_label_file(tmp_path / name, lines, encoding)
+        overrides = [f"DataLoader.Train.dataset.cls_label_path={label_file}",
+                     f"DataLoader.Train.dataset.image_root={data}"]
+        status = fe_train(demo_train_arguments(tmp_path / "run", *overrides))
+        err = capsys.readouterr().err
+        assert status == 1, name
+        assert expected in err and str(label_file) in err, err
+        assert "Traceback" not in err, err
