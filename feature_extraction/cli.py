@@ -10,6 +10,7 @@ __all__ = ['add_options', 'config_from_arguments', 'train_parser', 'fe_train', '
 # %% ../nbs/18_cli.ipynb #2bca630d
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from .core import check_keys, write_atomic
 from .config import ConfigError, load_config
 from .demo import run_demo
 from .engine import Engine, metrics_line
-from .gallery import Gallery, GalleryError, current_version, gallery_images, gallery_info, new_gallery
+from .gallery import (Gallery, GalleryError, current_version, gallery_images, gallery_info,
+                                        gallery_lock, new_gallery)
 from .inference import Extraction, FeatureExtractor, collect_inputs, export_config
 
 # %% ../nbs/18_cli.ipynb #ea5c4685
@@ -247,32 +249,49 @@ def _sources(args) -> tuple:
     extractor = FeatureExtractor(args.model, args.device, args.num_threads, args.batch_size)
     return extractor, gallery_images(args.inputs, args.image_root)
 
-def _add(gallery: Gallery, args, extractor=None, images=None) -> str:
-    "Add `--features`, or `images` through `extractor`, to `gallery`; what was done, in words."
-    if args.features: return f"added {len(gallery.add_extraction(args.features))} vectors from {args.features}"
+def _add(gallery: Gallery, args, extractor=None, images=None) -> dict:
+    "Add `--features`, or `images` through `extractor`, to `gallery`; the counts of `Gallery.add_images`."
+    if args.features: return gallery.add_extraction(args.features)
     counts = gallery.add_images(extractor, images)
     for path, reason in counts["failed"]: print(f"unreadable, not added: {path}: {reason}", file=sys.stderr)
-    return (f"added {counts['added']}, replaced {counts['replaced']} changed, {counts['unchanged']} already indexed, "
-            f"{len(counts['failed'])} unreadable")
+    return counts
+
+# %% ../nbs/18_cli.ipynb #ccef7851
+def _counts_said(counts: dict) -> str:
+    "What an addition did (`Gallery.add_images`'s counts), in words."
+    repeated = f", {counts['repeated']} listed twice" if counts["repeated"] else ""
+    return (f"added {counts['added']}, replaced {counts['replaced']} changed, {counts['unchanged']} already indexed"
+            f"{repeated}, {len(counts['failed'])} unreadable")
+
+# %% ../nbs/18_cli.ipynb #6aea1cd5
+def _waiting(root) -> callable:
+    "What `fe_index` says when another writer holds the lock of the gallery in `root`: a function for `gallery_lock`."
+    return lambda: print(f"waiting for another writer of {root} to finish ...", file=sys.stderr, flush=True)
 
 # %% ../nbs/18_cli.ipynb #9600d991
 def _build(args) -> str:
-    "`fe_index build`: a new gallery in INDEX_DIR; what was done, in words."
+    "`fe_index build`: a new gallery in INDEX_DIR, made holding its lock; what was done, in words."
     root = Path(args.index_dir)
-    if (root/"CURRENT").exists() and not args.overwrite:
-        raise FileExistsError(f"{root} already holds a gallery: use `fe_index add`, or --overwrite to replace it")
     extractor, images = _sources(args)
-    count = len(images) if images is not None else 0
-    gallery = new_gallery(extractor, count, args.features, args.index_type, args.num_threads)
-    said = _add(gallery, args, extractor, images)
-    gallery.save(root)
+    with gallery_lock(root, on_wait=_waiting(root)):
+        if (root/"CURRENT").exists() and not args.overwrite:
+            raise FileExistsError(f"{root} already holds a gallery: use `fe_index add`, or --overwrite to replace it")
+        count = len(images) if images is not None else 0
+        gallery = new_gallery(extractor, count, args.features, args.index_type, args.num_threads)
+        said = _counts_said(_add(gallery, args, extractor, images))
+        gallery.save(root, overwrite=args.overwrite)
     return f"{said}; gallery {root}: {gallery!r}"
 
 # %% ../nbs/18_cli.ipynb #7eb50b3c
 def _remove(gallery: Gallery, args) -> str:
-    "`fe_index remove`: what was removed, in words."
-    gone = gallery.remove(args.id, args.path, args.label)
-    if not len(gone): return "removed 0 vectors"
+    "`fe_index remove`: what was removed, in words; a GalleryError if nothing matches."
+    if not (args.id or args.path or args.label): raise ValueError("give what to remove: --id, --path or --label")
+    paths = args.path + [os.path.abspath(path) for path in args.path]  # items hold absolute paths
+    gone = gallery.remove(args.id, paths, args.label)
+    if not len(gone):
+        asked = [f"{flag} {' '.join(map(str, values))}" for flag, values in
+                 (("--id", args.id), ("--path", args.path), ("--label", args.label)) if values]
+        raise GalleryError(f"nothing to remove: no vector matches {', '.join(asked)}; the gallery is unchanged")
     return f"removed {len(gone)} vectors (ids {', '.join(map(str, gone[:10]))}{', ...' if len(gone) > 10 else ''})"
 
 def _calibrate(gallery: Gallery, args) -> str:
@@ -292,20 +311,30 @@ def _parse_index(argv) -> argparse.Namespace:
     return args
 
 # %% ../nbs/18_cli.ipynb #7e3e2108
+def _change(args) -> str:
+    "`fe_index add|remove|calibrate`: load, change and save the gallery, holding its lock; what was done, in words."
+    root = Path(args.index_dir)
+    current_version(root)  # a folder without a gallery is an error before anything is extracted
+    extractor, images = _sources(args) if args.command == "add" else (None, None)
+    with gallery_lock(root, on_wait=_waiting(root)):
+        gallery = Gallery.load(root, num_threads=getattr(args, "num_threads", None))
+        if args.command == "add":
+            counts = _add(gallery, args, extractor, images)
+            if not counts["added"] + counts["replaced"]:
+                return f"{_counts_said(counts)}; unchanged {gallery.saved_as[1]}: {gallery!r}"
+            said = _counts_said(counts)
+        else: said = {"remove": _remove, "calibrate": _calibrate}[args.command](gallery, args)
+        gallery.save(root)
+    return f"{said}; saved {gallery.saved_as[1]}: {gallery!r}"
+
+# %% ../nbs/18_cli.ipynb #aa19edef
 def _index(args) -> int:
-    "The work of `fe_index`: `build` and `info` work on a folder, the others load its gallery, change and save it."
-    if args.command == "build":
-        print(_build(args))
-        return 0
+    "The work of `fe_index`: `build` makes a gallery, `info` shows one, the others change one."
     if args.command == "info":
         info = gallery_info(args.index_dir)
         print(json.dumps(info, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in info.items()))
         return 0
-    gallery = Gallery.load(args.index_dir, num_threads=getattr(args, "num_threads", None))
-    if args.command == "add": said = _add(gallery, args, *_sources(args))
-    else: said = {"remove": _remove, "calibrate": _calibrate}[args.command](gallery, args)
-    gallery.save(args.index_dir)
-    print(f"{said}; saved {current_version(args.index_dir).name}: {gallery!r}")
+    print(_build(args) if args.command == "build" else _change(args))
     return 0
 
 def fe_index(
@@ -328,14 +357,21 @@ def search_parser() -> argparse.ArgumentParser:  # `fe_search MODEL_DIR INDEX_DI
     parser.add_argument("--json", action="store_true")
     return add_options(parser, "image_root", "num_threads", "batch_size", "device", image_root={"help": None})
 
+# %% ../nbs/18_cli.ipynb #7a51d989
+def _shown(path: str) -> str:
+    "`path` relative to the working folder when it is inside it (shorter to read), else as it is."
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
+
 # %% ../nbs/18_cli.ipynb #352b4dde
 def _answer_lines(found: list, threshold: float = None) -> list:
     "`fe_search`'s table: each query (`unknown` if nothing scores `threshold`), then its answers."
     lines = []
     for query in found:
+        if "error" in query: continue  # reported on stderr
         below = f" (nothing scores >= {threshold:.4f})" if threshold is not None else ""
-        lines.append(query["query"] + (f"\tunknown{below}" if query["unknown"] else ""))
-        lines += [f"  {a['rank']}\t{a['score']:.4f}\t{a['label']}\t{a['path']}" for a in query["answers"]]
+        lines.append(_shown(query["query"]) + (f"\tunknown{below}" if query["unknown"] else ""))
+        lines += [f"  {a['rank']}\t{a['score']:.4f}\t{a['label']}\t{_shown(a['path'])}" for a in query["answers"]]
     return lines
 
 # %% ../nbs/18_cli.ipynb #a4d4980a
@@ -345,11 +381,12 @@ def _search(args) -> int:
     gallery = Gallery.load(args.index_dir, extractor.feature_size, extractor.fingerprint, args.num_threads)
     images = gallery_images(args.inputs, args.image_root)
     threshold = None if args.no_threshold else args.threshold if args.threshold is not None else gallery.threshold
-    def skipped(path, reason): print(f"unreadable, not searched: {path}: {reason}", file=sys.stderr)
-    found = gallery.search_images(extractor, images, args.k, threshold, on_skipped=skipped)
+    found = gallery.search_images(extractor, images, args.k, threshold)
+    failed = [query for query in found if "error" in query]
+    for query in failed: print(f"unreadable, not searched: {query['query']}: {query['error']}", file=sys.stderr)
     for line in [json.dumps(found, indent=2, ensure_ascii=False)] if args.json else _answer_lines(found, threshold):
         print(line)
-    return 0
+    return 1 if failed else 0
 
 def fe_search(
     argv: list = None,  # the arguments (None: the command line's)

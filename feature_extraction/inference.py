@@ -583,8 +583,8 @@ def export_config(
 
 # %% ../nbs/12_inference.ipynb #814f1056
 def _input_entries(item, image_root) -> tuple:
-    "(paths, labels, unique ids) of one input of `collect_inputs`: an image, a folder or a label file."
-    path = Path(item)
+    "(absolute paths, labels, unique ids) of one input of `collect_inputs`: an image, a folder or a label file."
+    path = Path(os.path.abspath(item))
     if path.is_dir():
         found = find_images(path)
         if not found: raise FileNotFoundError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {path}")

@@ -122,15 +122,15 @@ def test_killed_save_leaves_the_previous_version(icons, tmp_path):
     h = Gallery.load(root)  # ...but CURRENT still names the complete one
     assert len(h) == 50 and h.next_id == 50
     h.save(root)  # the next save clears the leftovers
-    assert sorted(p.name for p in root.iterdir()) == ["CURRENT", "v000001", "v000002"]
+    assert sorted(p.name for p in root.iterdir()) == [".lock", "CURRENT", "v000001", "v000002"]
 
 
 def test_save_killed_before_current_leaves_the_previous_version(icons, tmp_path):
     root = save_and_kill(icons, tmp_path, "current")
-    assert sorted(p.name for p in root.iterdir()) == ["CURRENT", "v000001", "v000002"]
+    assert sorted(p.name for p in root.iterdir()) == [".lock", "CURRENT", "v000001", "v000002"]
     assert (root / "CURRENT").read_text() == "v000001"  # the complete new folder is not current yet
     h = Gallery.load(root)
     assert len(h) == 50 and h.next_id == 50
     assert h.save(root).name == "v000003"  # a later save never reuses the orphan's name
-    assert sorted(p.name for p in root.iterdir()) == ["CURRENT", "v000002", "v000003"]
+    assert sorted(p.name for p in root.iterdir()) == [".lock", "CURRENT", "v000002", "v000003"]
     assert len(Gallery.load(root)) == 50

@@ -1,6 +1,17 @@
 """Issue 18: each failure found by probing the library as a demanding user, reproduced, and now handled."""
-from feature_extraction.cli import fe_train
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from feature_extraction.cli import fe_extract, fe_index, fe_search, fe_train
 from feature_extraction.data import demo_data
+from feature_extraction.gallery import Gallery, gallery_lock
+from feature_extraction.inference import FeatureExtractor
 
 
 def demo_train_arguments(output_dir, *overrides) -> list:
@@ -46,3 +57,186 @@ def test_label_file_errors_are_one_report_without_a_traceback(tmp_path, capsys):
         assert status == 1, name
         assert expected in err and str(label_file) in err, err
         assert "Traceback" not in err, err
+
+
+# ---- galleries: concurrent writers, paths, duplicates, bad input (1, 7, 8 and the low items) ----
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    "The demo's small network, untrained, exported at 32x32: quick to extract with."
+    import paddle
+    from feature_extraction.config import load_config
+    from feature_extraction.inference import export_model, preprocess_ops
+    from feature_extraction.model import build_model
+    paddle.seed(0)
+    arch = load_config(demo_data().parent / "demo.yaml")["Arch"]
+    model = build_model(arch)
+    return export_model(model.eval(), tmp_path_factory.mktemp("tiny") / "model",
+                        preprocess_ops({"Global": {"image_shape": [3, 32, 32]}}))
+
+
+def demo_images(count: int) -> list:
+    "The absolute paths of the first `count` images of the demo's training list."
+    data = demo_data()
+    lines = (data / "train_list.txt").read_text(encoding="utf-8").splitlines()[:count]
+    return [str(data / line.split()[0]) for line in lines]
+
+
+# a slow disk: each save of a gallery version takes a second, so that writers that do not take turns overlap
+SLOW_SAVES = """import time
+from feature_extraction.gallery import Gallery
+write_version = Gallery._write_version
+def slow(self, folder):
+    time.sleep(1)
+    write_version(self, folder)
+Gallery._write_version = slow
+"""
+
+
+def run_cli(command: str, *argv, slow_saves: bool = False, **popen) -> subprocess.Popen:
+    "Start `command` (`fe_index`, ...) in another Python process with `argv` (`slow_saves`: as on a slow disk)."
+    code = (SLOW_SAVES if slow_saves else "") + \
+        f"import sys\nfrom feature_extraction.cli import {command}\nsys.exit({command}(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, argv)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+def finished(process: subprocess.Popen, timeout: float = 600) -> tuple:
+    "(exit status, stdout, stderr) of `process` once it ends."
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def write_list(path: Path, images: list) -> Path:
+    "A gallery list of `images`, each labelled by its folder's name."
+    path.write_text("".join(f"{image}\t{Path(image).parent.name}\n" for image in images), encoding="utf-8")
+    return path
+
+
+def test_four_concurrent_writers_lose_nothing(tiny_model, tmp_path):
+    # 1: two concurrent `add`s both printed "added 100", yet one's vectors were lost and both handed out ids 300-399;
+    # a third writer's prune deleted another's temporary version
+    images = demo_images(160)
+    index = tmp_path / "index"
+    assert finished(run_cli("fe_index", "build", index, write_list(tmp_path / "base.tsv", images[:30]),
+                            "--model", tiny_model, "--num-threads", 1))[0] == 0
+    for name, part in (("c", images[90:130]), ("d", images[120:160])):  # fe_extract's outputs, made beforehand
+        assert finished(run_cli("fe_extract", tiny_model, *part, "-o", tmp_path / name, "--num-threads", 1))[0] == 0
+    sources = [[write_list(tmp_path / "a.tsv", images[30:70]), "--model", tiny_model, "--num-threads", 1],
+               ["--features", tmp_path / "c"],
+               [write_list(tmp_path / "b.tsv", images[60:100]), "--model", tiny_model, "--num-threads", 1],
+               ["--features", tmp_path / "d"]]
+    writers = [run_cli("fe_index", "add", index, *source, slow_saves=True) for source in sources]
+    results = [finished(writer) for writer in writers]
+    assert [status for status, _, _ in results] == [0] * 4, results
+    gallery = Gallery.load(index)
+    paths = [item.path for item in gallery.items.values()]
+    assert sorted(paths) == sorted(images) and len(gallery) == 160  # every image once, the overlaps too
+    assert len(set(gallery.ids.tolist())) == 160 and sorted(gallery.items) == sorted(gallery.ids.tolist())
+    leftovers = [p.name for p in index.iterdir() if p.name not in (".lock", "CURRENT") and not p.name.startswith("v")]
+    assert not leftovers
+
+
+def test_a_writer_waits_for_the_lock_and_says_so(tiny_model, tmp_path):
+    index = tmp_path / "index"
+    images = demo_images(12)
+    Gallery(FeatureExtractor(tiny_model).feature_size).save(index)
+    with gallery_lock(index):
+        writer = run_cli("fe_index", "add", index, write_list(tmp_path / "list.tsv", images), "--model", tiny_model)
+        waited = writer.stderr.readline()
+        assert waited == f"waiting for another writer of {index} to finish ...\n"
+        assert writer.poll() is None  # still waiting
+    status, out, err = finished(writer)
+    assert status == 0
+    assert out.startswith("added 12, replaced 0 changed, 0 already indexed, 0 unreadable; saved v000002"), out
+
+
+def test_paths_are_absolute_and_additions_are_not_repeated(tiny_model, tmp_path, monkeypatch, capsys):
+    # 7: one image by a relative and an absolute path was indexed twice; `add --features` twice doubled every vector;
+    # `--features` without extract.json skipped the fingerprint check
+    image = Path(demo_images(1)[0])
+    monkeypatch.chdir(image.parent)
+    index = tmp_path / "index"
+    assert fe_index(["build", str(index), image.name, "--model", str(tiny_model)]) == 0
+    assert fe_index(["add", str(index), str(image), "--model", str(tiny_model)]) == 0
+    assert "added 0, replaced 0 changed, 1 already indexed" in capsys.readouterr().out
+    assert [item.path for item in Gallery.load(index).items.values()] == [str(image)]
+    assert fe_extract([str(tiny_model), str(image.parent), "-o", str(tmp_path / "features")]) == 0
+    siblings = len(list(image.parent.glob("*.jpg")))
+    for expected in (f"added {siblings - 1}, replaced 0 changed, 1 already indexed",
+                     f"added 0, replaced 0 changed, {siblings} already indexed"):
+        assert fe_index(["add", str(index), "--features", str(tmp_path / "features")]) == 0
+        assert expected in capsys.readouterr().out
+    assert len(Gallery.load(index)) == siblings
+    (tmp_path / "features" / "extract.json").unlink()
+    assert fe_index(["add", str(index), "--features", str(tmp_path / "features")]) == 1
+    assert "has no extract.json" in capsys.readouterr().err
+
+
+def test_search_json_answers_every_query_in_order(tiny_model, tmp_path, capsys):
+    # 8: an unreadable query was left out of `fe_search --json`, which exited 0
+    images = demo_images(5)
+    index = tmp_path / "index"
+    assert fe_index(["build", str(index), *images, "--model", str(tiny_model)]) == 0
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    capsys.readouterr()
+    assert fe_search([str(tiny_model), str(index), images[0], str(broken), images[1], "--json"]) == 1
+    out, err = capsys.readouterr()
+    found = json.loads(out)
+    assert [query["query"] for query in found] == [images[0], str(broken), images[1]]
+    assert "error" in found[1] and found[0]["answers"][0]["path"] == images[0]
+    assert f"unreadable, not searched: {broken}" in err
+
+
+def test_removing_nothing_is_an_error_and_saves_nothing(tiny_model, tmp_path, capsys):
+    # low: `fe_index remove` of what matches nothing exited 0 and wrote a new version (pruning a real one)
+    index = tmp_path / "index"
+    assert fe_index(["build", str(index), *demo_images(3), "--model", str(tiny_model)]) == 0
+    for selector in (["--id", "99"], ["--path", "nowhere.jpg"], ["--label", "no such label"]):
+        assert fe_index(["remove", str(index), *selector]) == 1
+        assert "nothing to remove: no vector matches" in capsys.readouterr().err
+    assert (index / "CURRENT").read_text() == "v000001" and (index / "v000001").is_dir()
+
+
+def test_counts_add_up_with_unreadable_and_changed_images(tiny_model, tmp_path, capsys):
+    # low: counts such as "-3 already indexed" and "added -1": unreadable images were counted twice
+    folder = tmp_path / "images"
+    folder.mkdir()
+    sources = demo_images(4)
+    for i, source in enumerate(sources): shutil.copy(source, folder / f"{i}.jpg")
+    index = tmp_path / "index"
+    assert fe_index(["build", str(index), str(folder), "--model", str(tiny_model)]) == 0
+    (folder / "0.jpg").write_bytes(b"changed, and no image any more")  # changed and unreadable: keeps its vector
+    shutil.copy(sources[0], folder / "1.jpg")  # changed and readable: replaced
+    for i in (4, 5, 6): (folder / f"{i}.jpg").write_bytes(b"broken")  # new and unreadable
+    capsys.readouterr()
+    assert fe_index(["add", str(index), str(folder), str(folder / "2.jpg"), "--model", str(tiny_model)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("added 0, replaced 1 changed, 2 already indexed, 1 listed twice, 4 unreadable"), out
+    assert len(Gallery.load(index)) == 4
+
+
+def test_read_only_gallery_fails_before_extracting(tiny_model, tmp_path, monkeypatch, capsys):
+    # low: a read-only gallery failed with a traceback after the whole extraction
+    index = tmp_path / "index"
+    assert fe_index(["build", str(index), *demo_images(2), "--model", str(tiny_model)]) == 0
+    real_open = os.open
+    def read_only(path, flags, *args):
+        if str(path).endswith(".lock") and flags & os.O_RDWR: raise PermissionError(13, "Permission denied", path)
+        return real_open(path, flags, *args)
+    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(FeatureExtractor, "extract", lambda *a, **k: pytest.fail("extracted before the lock"))
+    capsys.readouterr()
+    assert fe_index(["add", str(index), *demo_images(4), "--model", str(tiny_model)]) == 1
+    err = capsys.readouterr().err
+    assert "the gallery folder cannot be written (Permission denied)" in err and "Traceback" not in err
+
+
+def test_a_path_that_starts_with_a_hash_is_listed(tiny_model, tmp_path, capsys):
+    # low: a path starting with `#` was silently taken as a comment
+    shutil.copy(demo_images(1)[0], tmp_path / "#1.jpg")
+    listing = tmp_path / "list.tsv"
+    listing.write_text("# the gallery\n#1.jpg\thash\n", encoding="utf-8")
+    assert fe_index(["build", str(tmp_path / "index"), str(listing), "--model", str(tiny_model)]) == 0
+    assert [item.path for item in Gallery.load(tmp_path / "index").items.values()] == [str(tmp_path / "#1.jpg")]
