@@ -18,7 +18,7 @@ from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
-from .core import Registry, check_int, compiled, resolve_num_threads  # before paddle: see core
+from .core import Registry, check_int, compiled, load_paddle_file, resolve_num_threads  # before paddle
 
 import paddle
 import paddle.nn as nn
@@ -520,12 +520,15 @@ def imagenet_weights(
 # %% ../nbs/02_backbone.ipynb #e24c1f6d
 def read_weights(
     path,  # a `.pdparams` file, with or without the suffix
-) -> tuple:  # (state dict, the file's path)
-    "(state dict, resolved path) of a local `.pdparams` file; as in PaddleClas, the suffix may be left out."
+) -> tuple:  # (state dict of NumPy arrays, the file's path)
+    "(state dict, resolved path) of a local `.pdparams` file, read without running code; the suffix may be left out."
     path = Path(path)
     if not path.is_file() and Path(f"{path}.pdparams").is_file(): path = Path(f"{path}.pdparams")
     if not path.is_file(): raise FileNotFoundError(f"weights not found: {str(path)!r}")
-    return paddle.load(str(path)), path
+    state = load_paddle_file(path)
+    if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
+        raise ValueError(f"{path}: not a weights file (a mapping of names to tensors), but a {type(state).__name__}")
+    return state, path
 
 # %% ../nbs/02_backbone.ipynb #8004b8e8
 def load_state(

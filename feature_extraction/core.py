@@ -4,15 +4,17 @@
 
 # %% auto #0
 __all__ = ['check_int', 'check_real', 'default_num_threads', 'resolve_num_threads', 'compiled', 'fsync_dir', 'write_atomic_files',
-           'write_atomic', 'replace_dir_atomic', 'file_digest', 'LineStream', 'in_notebook', 'progress',
-           'unknown_keys_message', 'check_keys', 'Registry']
+           'write_atomic', 'replace_dir_atomic', 'file_digest', 'UnsafeFileError', 'load_paddle_file', 'LineStream',
+           'in_notebook', 'progress', 'unknown_keys_message', 'check_keys', 'Registry']
 
 # %% ../nbs/00_core.ipynb #508d7ed2
+import collections
 import hashlib
 import importlib
 import math
 import numbers
 import os
+import pickle
 import shutil
 import sys
 import uuid
@@ -169,6 +171,87 @@ def file_digest(
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+# %% ../nbs/00_core.ipynb #f69c8344
+class UnsafeFileError(ValueError):
+    "A file that names more than plain data to build when unpickled: refused, and nothing in it run."
+
+def _dense_tensor(expression, namespace: dict) -> np.ndarray:
+    "Paddle's `eval('data', {'data': array})` form of a saved tensor, answered without `eval`."
+    if expression != "data" or not isinstance(namespace, dict) or not isinstance(namespace.get("data"), np.ndarray):
+        raise UnsafeFileError(f"it calls eval({str(expression)[:60]!r}, ...), not Paddle's saved-tensor form")
+    return namespace["data"]
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    "Python 2 pickles' form of bytes, `_codecs.encode(text, 'latin1')`, and no other encoding."
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafeFileError(f"it calls _codecs.encode with {encoding!r}, not Python 2's form of bytes")
+    return text.encode("latin1")
+
+# %% ../nbs/00_core.ipynb #7181f422
+def _numpy_core(name: str): return lambda: getattr(importlib.import_module("numpy._core.multiarray"), name)
+
+_PLAIN_DATA = {  # (module, name) in a pickle -> a function that gives what it stands for
+    ("collections", "OrderedDict"): lambda: collections.OrderedDict,
+    ("builtins", "tuple"): lambda: tuple,  # a saved tensor: (tuple, ((name, array),))
+    ("builtins", "eval"): lambda: _dense_tensor,  # a saved dense tensor: (eval, ('data', {'data': array}))
+    ("builtins", "set"): lambda: set,
+    ("builtins", "frozenset"): lambda: frozenset,
+    ("builtins", "complex"): lambda: complex,
+    ("_codecs", "encode"): lambda: _latin1_bytes,
+    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "dtype"): lambda: np.dtype,
+    **{(module, name): _numpy_core(name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+       for name in ("_reconstruct", "scalar")},
+    ("paddle.base.libpaddle", "GeneratorState"):  # a checkpoint's random generator state
+        lambda: importlib.import_module("paddle.base.libpaddle").GeneratorState,
+}
+
+# %% ../nbs/00_core.ipynb #e3d807e6
+class _PlainDataUnpickler(pickle.Unpickler):
+    "An unpickler that builds only what `_PLAIN_DATA` allows: any other name is refused before it is imported."
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PLAIN_DATA:
+            raise UnsafeFileError(f"it names {module}.{name}, which Paddle's weights and checkpoints never hold")
+        return _PLAIN_DATA[(module, name)]()
+
+    def persistent_load(self, pid):
+        raise UnsafeFileError("it refers to objects outside the file (persistent ids), which Paddle never writes")
+
+# %% ../nbs/00_core.ipynb #45d986ce
+def _join_slices(state: dict) -> dict:
+    "`state` with the arrays Paddle saved in slices (`UnpackBigParamInfor@@`, protocols 2 and 3) joined."
+    info = state.get("UnpackBigParamInfor@@")
+    if not isinstance(info, dict): return state
+    state = dict(state)
+    for key, big in info.items():
+        state[key] = np.concatenate([state.pop(part) for part in big["slices"]]).reshape(big["OriginShape"])
+    del state["UnpackBigParamInfor@@"]
+    return state
+
+def _as_arrays(obj):
+    "What `paddle.save` wrote, with its tensors as NumPy arrays and its saving details removed."
+    if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) and isinstance(obj[1], np.ndarray):
+        return obj[1]
+    if isinstance(obj, dict):
+        return type(obj)((k, _as_arrays(v)) for k, v in _join_slices(obj).items() if k != "StructuredToParameterName@@")
+    if isinstance(obj, (list, tuple)): return type(obj)(_as_arrays(v) for v in obj)
+    return obj
+
+# %% ../nbs/00_core.ipynb #36ee5077
+def load_paddle_file(
+    path,  # what `paddle.save` wrote: weights (`.pdparams`), an optimizer state (`.pdopt`), counters (`.pdstates`)
+) -> object:  # its contents, tensors as NumPy arrays, as `paddle.load(path, return_numpy=True)` gives them
+    "Unpickle a file of `paddle.save` building plain data only; a file that names anything else is an UnsafeFileError."
+    with open(path, "rb") as f:
+        try: contents = _PlainDataUnpickler(f, encoding="latin1").load()
+        except UnsafeFileError as e:
+            raise UnsafeFileError(f"{path}: refused, and nothing in it was run: {e}. Paddle's `save` writes plain data "
+                                  "only, so this file was made or altered to run code: load weights only from a source "
+                                  "you trust") from None
+        except Exception as e:  # a damaged file can fail in many ways; none of them is the user's code
+            raise ValueError(f"{path}: not a file of paddle.save, or a damaged one ({type(e).__name__}: {e})") from None
+    return _as_arrays(contents)
 
 # %% ../nbs/00_core.ipynb #1f5bae21
 class LineStream:

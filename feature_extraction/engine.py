@@ -33,7 +33,8 @@ import numpy as np
 from fastcore.basics import patch
 
 # before Paddle: feature_extraction.core filters Paddle's "No ccache found" warning (see 00_core)
-from .core import check_int, default_num_threads, file_digest, progress, write_atomic, write_atomic_files
+from .core import (check_int, default_num_threads, file_digest, load_paddle_file, progress, write_atomic,
+                                     write_atomic_files)
 import paddle
 from paddle import nn
 
@@ -382,17 +383,17 @@ def _serialised(obj) -> bytes:
 
 # %% ../nbs/13_engine.ipynb #ca23df2c
 def save_checkpoint(
-    prefix,  # where: `output/latest` writes `output/latest.pdparams`, `.pdopt` and `.pdstates`
+    prefix,  # where: `output/latest` writes `output/latest.pdparams`, `.pdopt`, `.pdstates` and `.sha256`
     model: nn.Layer,  # its state goes to `.pdparams`
     optimizer,  # its state, by structured names, goes to `.pdopt`
-    states: dict,  # epoch, position, best metric, random generators: `.pdstates`, with the others' digests
+    states: dict,  # epoch, position, best metric, random generators: `.pdstates`
 ) -> Path:  # `prefix`
-    "Write `prefix.pdparams`, `.pdopt` and `.pdstates` (with the others' digests) in full, then rename all three."
+    "Write `prefix.pdparams`, `.pdopt`, `.pdstates` and their digests (`.sha256`) in full, then rename all four."
     prefix = Path(prefix)
-    parts = {"pdparams": _serialised(model.state_dict()), "pdopt": _serialised(optimizer_state(optimizer, model))}
-    digests = {ext: hashlib.sha256(data).hexdigest() for ext, data in parts.items()}
-    parts["pdstates"] = _serialised(dict(states, digests=digests))
-    write_atomic_files({f"{prefix}.{ext}": data for ext, data in parts.items()})
+    parts = {"pdparams": _serialised(model.state_dict()), "pdopt": _serialised(optimizer_state(optimizer, model)),
+             "pdstates": _serialised(states)}
+    sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {prefix.name}.{ext}\n" for ext, data in parts.items())
+    write_atomic_files({f"{prefix}.{ext}": data for ext, data in parts.items()} | {f"{prefix}.sha256": sums})
     return prefix
 
 # %% ../nbs/13_engine.ipynb #212e1a86
@@ -405,23 +406,34 @@ def _check_complete(prefix: Path):
     raise FileNotFoundError(f"checkpoint {prefix}: missing {', '.join(missing)}; checkpoints in {folder}: "
                             f"{', '.join(there) or 'none'}")
 
+# %% ../nbs/13_engine.ipynb #83b2dc98
+def _check_digests(prefix: Path):
+    "Compare the parts of checkpoint `prefix` with the digests saved beside them; a ValueError names those that differ."
+    sums_file = Path(f"{prefix}.sha256")
+    if sums_file.exists():
+        saved = dict(reversed(line.split("  ", 1)) for line in sums_file.read_text().splitlines() if line)
+        expected = {ext: saved.get(f"{prefix.name}.{ext}") for ext in CHECKPOINT_PARTS}
+    else:  # written before the digests moved out of .pdstates
+        expected = load_paddle_file(f"{prefix}.pdstates").get("digests", {})
+    bad = [ext for ext, digest in expected.items() if digest != file_digest(f"{prefix}.{ext}")]
+    if bad:
+        raise ValueError(f"checkpoint {prefix} is inconsistent: {', '.join(bad)} do not match the digests saved with "
+                         "it (a crash between the writes of a save?); resume from another checkpoint in the same folder")
+
 # %% ../nbs/13_engine.ipynb #2c3a390c
 def load_checkpoint(
     prefix,  # the checkpoint, e.g. `output/latest` (a `.pdparams` suffix may be given)
     model: nn.Layer,  # gets the weights of `.pdparams`
     optimizer=None,  # gets the state of `.pdopt`, if given
 ) -> dict:  # the `.pdstates`: epoch, position, best metric, random generators
-    "Load a checkpoint written by `save_checkpoint` into `model` (and `optimizer`); returns its states."
+    "Load a checkpoint written by `save_checkpoint` into `model` (and `optimizer`), plain data only; returns its states."
     prefix = Path(str(prefix).removesuffix(".pdparams"))
     _check_complete(prefix)
-    states = paddle.load(f"{prefix}.pdstates", return_numpy=True)  # keeps NumPy's uint32 generator state as it is
-    bad = [e for e in CHECKPOINT_PARTS[:2] if states.get("digests", {}).get(e) != file_digest(f"{prefix}.{e}")]
-    if bad:
-        raise ValueError(f"checkpoint {prefix} is inconsistent: {', '.join(bad)} do not belong with its .pdstates "
-                         "(a crash between the writes of a save?); resume from another checkpoint in the same folder")
-    model.set_state_dict(paddle.load(f"{prefix}.pdparams"))
+    _check_digests(prefix)
+    states = load_paddle_file(f"{prefix}.pdstates")
+    model.set_state_dict(load_paddle_file(f"{prefix}.pdparams"))
     if optimizer is not None:
-        set_optimizer_state(optimizer, model, paddle.load(f"{prefix}.pdopt"))
+        set_optimizer_state(optimizer, model, load_paddle_file(f"{prefix}.pdopt"))
     return states
 
 # %% ../nbs/13_engine.ipynb #5bd1ebf0

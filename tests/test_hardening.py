@@ -1,14 +1,19 @@
 """Issue 18: each failure found by probing the library as a demanding user, reproduced, and now handled."""
 import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from feature_extraction.cli import fe_extract, fe_index, fe_search, fe_train
+from feature_extraction.backbone import read_weights
+from feature_extraction.cli import fe_eval, fe_export, fe_extract, fe_index, fe_search, fe_train
+from feature_extraction.core import file_digest
+from feature_extraction.engine import load_checkpoint
 from feature_extraction.data import demo_data
 from feature_extraction.gallery import Gallery, gallery_lock
 from feature_extraction.inference import FeatureExtractor
@@ -240,3 +245,80 @@ def test_a_path_that_starts_with_a_hash_is_listed(tiny_model, tmp_path, capsys):
     listing.write_text("# the gallery\n#1.jpg\thash\n", encoding="utf-8")
     assert fe_index(["build", str(tmp_path / "index"), str(listing), "--model", str(tiny_model)]) == 0
     assert [item.path for item in Gallery.load(tmp_path / "index").items.values()] == [str(tmp_path / "#1.jpg")]
+
+
+# ---- weights and checkpoints are read without running code (2) ----
+
+class WritesAFile:
+    "Unpickling this object opens `path` for writing: what a crafted weights file could do instead."
+    def __init__(self, path): self.path = str(path)
+    def __reduce__(self): return (open, (self.path, "w"))
+
+
+def craft(path: Path, content) -> Path:
+    "A pickle of `content` at `path`, as a crafted download would be."
+    path.write_bytes(pickle.dumps(content, protocol=4))
+    return path
+
+
+def crafted_checkpoint(folder: Path, name: str, evil_part: str, marker: Path, digests: bool = True) -> Path:
+    "A checkpoint of harmless parts but `evil_part`, with a matching `.sha256` (`digests`), as an attacker writes."
+    prefix = folder / name
+    plain = {"pdparams": {"w": np.zeros(2)}, "pdopt": {"LR_Scheduler": {}}, "pdstates": {"epoch": 0}}
+    for ext, content in plain.items():
+        craft(Path(f"{prefix}.{ext}"), {"w": WritesAFile(marker)} if ext == evil_part else content)
+    if digests:
+        Path(f"{prefix}.sha256").write_text("".join(f"{file_digest(f'{prefix}.{ext}')}  {name}.{ext}\n"
+                                                    for ext in ("pdparams", "pdopt", "pdstates")))
+    return prefix
+
+
+def test_crafted_weights_and_checkpoints_are_refused_and_run_nothing(tmp_path, capsys):
+    # 2: paddle.load unpickled Global.pretrained_model, Arch.Backbone.pretrained, fe_export's weights and every part of
+    # Global.checkpoints: a crafted file ran code; .pdstates was unpickled before its digests were checked
+    marker = tmp_path / "pwned"
+    evil = craft(tmp_path / "evil.pdparams", {"backbone.stem.0.conv.weight": WritesAFile(marker)})
+    runs = {"fe_export": (fe_export, [f"Global.pretrained_model={evil}"]),
+            "fe_train pretrained_model": (fe_train, [f"Global.pretrained_model={evil}"]),
+            "fe_train backbone": (fe_train, [f"Arch.Backbone.pretrained={evil}"]),
+            "fe_eval": (fe_eval, [f"Global.pretrained_model={evil}"])}
+    for ext in ("pdparams", "pdopt", "pdstates"):
+        prefix = crafted_checkpoint(tmp_path, ext, ext, marker)
+        runs[f"fe_train checkpoints .{ext}"] = (fe_train, [f"Global.checkpoints={prefix}"])
+    runs["fe_train old checkpoint"] = (fe_train, [
+        f"Global.checkpoints={crafted_checkpoint(tmp_path, 'old', 'pdstates', marker, digests=False)}"])
+    for what, (command, overrides) in runs.items():
+        status = command(demo_train_arguments(tmp_path / what.replace(" ", "_"), *overrides))
+        err = capsys.readouterr().err
+        assert status == 1, (what, err)
+        assert "refused, and nothing in it was run: it names builtins.open" in err, (what, err)
+        assert "Traceback" not in err and not marker.exists(), what
+
+
+def test_a_checkpoint_whose_parts_do_not_match_its_digests_is_not_read(tmp_path):
+    prefix = crafted_checkpoint(tmp_path, "latest", "pdparams", tmp_path / "pwned")
+    Path(f"{prefix}.pdparams").write_bytes(pickle.dumps({"w": np.ones(2)}))  # changed after the digests were written
+    model = paddle_linear()
+    with pytest.raises(ValueError, match="inconsistent: pdparams do not match the digests"):
+        load_checkpoint(prefix, model)
+
+
+def paddle_linear():
+    import paddle
+    return paddle.nn.Linear(2, 2)
+
+
+def test_reference_weights_and_own_checkpoints_still_load(shared, tmp_path, capsys):
+    import paddle
+    reference = shared / "reference/paddleclas/recmodel.pdparams"
+    state, _ = read_weights(reference)
+    expected = paddle.load(str(reference))
+    assert state.keys() == expected.keys()
+    assert all(np.array_equal(state[k], expected[k].numpy()) for k in state)
+    run = tmp_path / "run"
+    assert fe_train(demo_train_arguments(run, "Global.epochs=1", "Global.eval_during_train=False")) == 0
+    assert (run / "latest.sha256").is_file()
+    resumed = demo_train_arguments(tmp_path / "resumed", "Global.epochs=2", "Global.eval_during_train=False",
+                                   f"Global.checkpoints={run / 'latest'}")
+    assert fe_train(resumed) == 0
+    assert "resumed from" in capsys.readouterr().out + (tmp_path / "resumed" / "train.log").read_text()
