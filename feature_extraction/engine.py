@@ -430,11 +430,10 @@ def load_checkpoint(
     prefix = Path(str(prefix).removesuffix(".pdparams"))
     _check_complete(prefix)
     _check_digests(prefix)
-    states = load_paddle_file(f"{prefix}.pdstates")
-    model.set_state_dict(load_paddle_file(f"{prefix}.pdparams"))
-    if optimizer is not None:
-        set_optimizer_state(optimizer, model, load_paddle_file(f"{prefix}.pdopt"))
-    return states
+    parts = {ext: load_paddle_file(f"{prefix}.{ext}") for ext in CHECKPOINT_PARTS}  # all read before any is used
+    model.set_state_dict(parts["pdparams"])
+    if optimizer is not None: set_optimizer_state(optimizer, model, parts["pdopt"])
+    return parts["pdstates"]
 
 # %% ../nbs/13_engine.ipynb #5bd1ebf0
 class Engine:

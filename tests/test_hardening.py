@@ -291,7 +291,8 @@ def test_crafted_weights_and_checkpoints_are_refused_and_run_nothing(tmp_path, c
         status = command(demo_train_arguments(tmp_path / what.replace(" ", "_"), *overrides))
         err = capsys.readouterr().err
         assert status == 1, (what, err)
-        assert "refused, and nothing in it was run: it names builtins.open" in err, (what, err)
+        assert "refused, and nothing in it was run: it names io.open" in err, (what, err)
+        assert "trained with?" not in err, (what, err)
         assert "Traceback" not in err and not marker.exists(), what
 
 
@@ -322,3 +323,59 @@ def test_reference_weights_and_own_checkpoints_still_load(shared, tmp_path, caps
                                    f"Global.checkpoints={run / 'latest'}")
     assert fe_train(resumed) == 0
     assert "resumed from" in capsys.readouterr().out + (tmp_path / "resumed" / "train.log").read_text()
+
+
+# ---- ONNX export installs nothing at run time (3) ----
+
+EXPORT_WATCHED = """import sys, warnings
+warnings.simplefilter("ignore")
+import paddle, feature_extraction.cli, feature_extraction.inference  # importing is not exporting
+if "--hide-graphsurgeon" in sys.argv:  # as if the onnx extra were installed without it
+    sys.argv.remove("--hide-graphsurgeon")
+    sys.modules["onnx_graphsurgeon"] = None
+spawned = []
+def record(event, args):
+    if event in ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty"):
+        spawned.append(f"{event} {args}")
+sys.addaudithook(record)
+status = feature_extraction.cli.fe_export(sys.argv[1:])
+print("spawned:", spawned)
+sys.exit(status)
+"""
+
+
+def test_onnx_export_spawns_nothing_and_folds_constants(tmp_path):
+    # 3: paddle2onnx forced POLYGRAPHY_AUTOINSTALL_DEPS=1, so Polygraphy ran `pip install onnx_graphsurgeon` at run
+    # time; offline it stalled and silently wrote an unfolded model
+    import onnx
+    import paddle
+    import paddle2onnx
+    from polygraphy.backend.onnx import fold_constants
+    from feature_extraction.config import load_config
+    from feature_extraction.model import build_model, save_weights
+    paddle.seed(0)
+    weights = save_weights(build_model(load_config(demo_data().parent / "demo.yaml")["Arch"]), tmp_path / "weights")
+    offline = os.environ | {"PATH": str(tmp_path / "no-such-folder"), "PIP_NO_INDEX": "1"}
+    offline.pop("POLYGRAPHY_AUTOINSTALL_DEPS", None)
+    def export(out, *extra):
+        arguments = ["-c", demo_data().parent / "demo.yaml", "-o", f"Global.pretrained_model={weights}",
+                     f"Global.save_inference_dir={out}", "--format", "onnx", *extra]
+        done = subprocess.run([sys.executable, "-c", EXPORT_WATCHED, *map(str, arguments)], env=offline,
+                              capture_output=True, text=True, timeout=600)
+        return done.returncode, done.stdout, done.stderr
+    status, out, err = export(tmp_path / "model")
+    assert status == 0, err
+    assert "spawned: []" in out, out
+    nodes = len(onnx.load(str(tmp_path / "model/inference.onnx")).graph.node)
+    folded_again = fold_constants(onnx.load(str(tmp_path / "model/inference.onnx")))
+    assert len(folded_again.graph.node) == nodes  # nothing left to fold
+    model_dir = tmp_path / "model"
+    paddle2onnx.export(str(model_dir / "inference.json"), str(model_dir / "inference.pdiparams"),
+                       str(tmp_path / "raw.onnx"), opset_version=11, optimize_tool=None)
+    raw = len(onnx.load(str(tmp_path / "raw.onnx")).graph.node)
+    assert nodes < raw, (nodes, raw)
+    print(f"ONNX nodes: {raw} converted, {nodes} folded")
+    status, out, err = export(tmp_path / "unfolded", "--hide-graphsurgeon")
+    assert status == 1 and "spawned: []" in out, (out, err)
+    assert "error: ONNX export needs onnx_graphsurgeon: pip install 'feature_extraction[onnx]'" in err, err
+    assert not (tmp_path / "unfolded").exists()
