@@ -80,18 +80,21 @@ def _config_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return add_options(argparse.ArgumentParser(prog=prog, description=description), "config", "overrides")
 
 # %% ../nbs/18_cli.ipynb #082ae155
-def train_parser() -> argparse.ArgumentParser:  # `fe_train -c CONFIG [-o KEY=VALUE ...]`
+def train_parser() -> argparse.ArgumentParser:  # `fe_train -c CONFIG [-o KEY=VALUE ...] [--overwrite]`
     "The arguments of `fe_train`."
-    return _config_parser("fe_train", "Train a recognition model from a PaddleClas-schema config.")
+    parser = _config_parser("fe_train", "Train a recognition model from a PaddleClas-schema config.")
+    parser.add_argument("--overwrite", action="store_true", help="train into a Global.output_dir that holds another "
+                        "run, removing that run's checkpoints, history and log first")
+    return parser
 
 # %% ../nbs/18_cli.ipynb #254ac42b
 # what bad input raises while a config is read and an engine is built: ConfigError, LabelFileError and the
-# samplers' and loaders' checks are ValueErrors, and missing files FileNotFoundErrors
-_INPUT_ERRORS = (ValueError, FileNotFoundError)
+# samplers' and loaders' checks are ValueErrors, missing files FileNotFoundErrors, a used output folder FileExistsError
+_INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 
 def _train(args) -> int:
     "The work of `fe_train`."
-    engine = Engine(config_from_arguments(args), "train")
+    engine = Engine(config_from_arguments(args), "train", overwrite=args.overwrite)
     best = engine.train()
     print(f"done: best recall1 {best['recall1']:.4f} at epoch {best['epoch']}; checkpoints in {engine.output_dir}")
     return 0

@@ -41,6 +41,22 @@ def test_class_num_smaller_than_the_labels_is_one_clear_error(tmp_path, capsys):
     assert not (tmp_path / "run" / "latest.pdparams").exists()
 
 
+def test_training_into_a_used_output_folder_is_refused(tmp_path, capsys):
+    # 4: fe_train into an existing output_dir silently overwrote that run's latest.* and config and appended to its
+    # history
+    run = tmp_path / "run"
+    quick = ("Global.epochs=1", "Global.eval_during_train=False")
+    assert fe_train(demo_train_arguments(run, *quick)) == 0
+    history = (run / "history.jsonl").read_text()
+    assert fe_train(demo_train_arguments(run, *quick)) == 1
+    err = capsys.readouterr().err
+    assert f"error: {run} is not empty" in err and "--overwrite" in err and "Traceback" not in err
+    assert (run / "history.jsonl").read_text() == history  # untouched
+    assert fe_train(demo_train_arguments(run, *quick, "Global.epochs=2", f"Global.checkpoints={run / 'latest'}")) == 0
+    assert fe_train(demo_train_arguments(run, *quick) + ["--overwrite"]) == 0
+    assert len((run / "history.jsonl").read_text().splitlines()) < len(history.splitlines()) * 2  # started over
+
+
 def write_label_file(path, lines: list, encoding: str = "utf-8"):
     "A label file of demo images plus `lines`, in `encoding`."
     demo_lines = (demo_data() / "train_list.txt").read_text(encoding="utf-8").splitlines()[:50]
