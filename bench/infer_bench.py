@@ -65,8 +65,8 @@ def time_calls(fn, x, repeats: int) -> float:
 
 
 def bench_models(threads: int, rounds: int) -> dict:
-    from feature_extraction.inference import (OnnxPredictor, PaddlePredictor, export_model, load_for_export,
-                                              preprocess_ops)
+    from feature_extraction.inference import OnnxPredictor, PaddlePredictor, preprocess_ops
+    from feature_extraction.export import export_model, load_for_export
     model = load_for_export(reference_config(224, 1))
     ops = preprocess_ops({"Global": {"image_shape": [3, 224, 224]}})
     tmp = Path(tempfile.mkdtemp(prefix="infer_bench_models_"))

@@ -9,6 +9,7 @@ __all__ = ['add_options', 'config_from_arguments', 'train_parser', 'fe_train', '
 
 # %% ../nbs/18_cli.ipynb #2bca630d
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -16,11 +17,17 @@ from pathlib import Path
 
 from .core import check_keys, write_atomic
 from .config import ConfigError, load_config
-from .demo import run_demo
-from .engine import Engine, metrics_line
 from .gallery import (Gallery, GalleryError, current_version, gallery_images, gallery_info,
                                         gallery_lock, new_gallery)
-from .inference import Extraction, FeatureExtractor, collect_inputs, export_config
+from .inference import Extraction, FeatureExtractor, collect_inputs, import_paddle
+
+# %% ../nbs/18_cli.ipynb #b3ff64a4
+def _with_paddle(
+    module: str,  # "engine", "export" or "demo"
+):  # the module `feature_extraction.<module>`
+    "Import a module of this package that needs PaddlePaddle; an ImportError that says what to install without it."
+    import_paddle()
+    return importlib.import_module(f"feature_extraction.{module}")
 
 # %% ../nbs/18_cli.ipynb #ea5c4685
 _LABEL_ROOT_HELP = "folder the paths in label files are relative to (default: each label file's folder)"
@@ -89,12 +96,13 @@ def train_parser() -> argparse.ArgumentParser:  # `fe_train -c CONFIG [-o KEY=VA
 
 # %% ../nbs/18_cli.ipynb #254ac42b
 # what bad input raises while a config is read and an engine is built: ConfigError, LabelFileError and the
-# samplers' and loaders' checks are ValueErrors, missing files FileNotFoundErrors, a used output folder FileExistsError
-_INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+# samplers' and loaders' checks are ValueErrors, missing files FileNotFoundErrors, a used output folder FileExistsError,
+# no PaddlePaddle an ImportError
+_INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ImportError)
 
 def _train(args) -> int:
     "The work of `fe_train`."
-    engine = Engine(config_from_arguments(args), "train", overwrite=args.overwrite)
+    engine = _with_paddle("engine").Engine(config_from_arguments(args), "train", overwrite=args.overwrite)
     best = engine.train()
     print(f"done: best recall1 {best['recall1']:.4f} at epoch {best['epoch']}; checkpoints in {engine.output_dir}")
     return 0
@@ -119,14 +127,16 @@ def eval_parser() -> argparse.ArgumentParser:  # `fe_eval -c CONFIG [-o ...] [--
 # %% ../nbs/18_cli.ipynb #3c8973b0
 def _evaluate(args) -> int:
     "The work of `fe_eval`."
-    engine = Engine(config_from_arguments(args, require_eval=True), "eval")
+    engine_module = _with_paddle("engine")
+    engine = engine_module.Engine(config_from_arguments(args, require_eval=True), "eval")
     metrics = engine.evaluate(exported=not args.dygraph)
     for key, value in metrics.items():
         if key != "skipped_images": print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     for path in metrics["skipped_images"]: print(f"left out (unreadable): {path}")
     if args.baselines:
         found = engine.baselines(exported=not args.dygraph)
-        for name, values in (found | {"trained network": metrics}).items(): print(metrics_line(name, values))
+        for name, values in (found | {"trained network": metrics}).items():
+            print(engine_module.metrics_line(name, values))
         metrics = metrics | {"baselines": found}
     if args.json: write_atomic(args.json, json.dumps(metrics, indent=2) + "\n")
     return 0
@@ -152,6 +162,7 @@ def export_parser() -> argparse.ArgumentParser:  # `fe_export -c CONFIG [-o ...]
 def _export(args) -> int:
     "The work of `fe_export`."
     formats = ("paddle", "onnx") if args.format == "onnx" else ("paddle",)
+    export_config = _with_paddle("export").export_config
     out = export_config(config_from_arguments(args, require_eval=False), formats, not args.no_reparameterize)
     print(f"exported to {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0
@@ -409,6 +420,7 @@ def demo_parser() -> argparse.ArgumentParser:  # `fe_demo [--output DIR] [-o KEY
 # %% ../nbs/18_cli.ipynb #c6627aa1
 def _demo_lines(summary: dict) -> list:
     "What `fe_demo` prints of `run_demo`'s summary."
+    metrics_line = _with_paddle("engine").metrics_line
     rows = [metrics_line(name, summary[key]) for name, key in
             (("raw pixels", "raw pixels"), ("untrained network", "untrained"), ("trained network", "trained"))]
     return rows + [f"search: top-1 right for {summary['search_top1']:.1%} of held-out queries; "
@@ -418,7 +430,7 @@ def _demo_lines(summary: dict) -> list:
 # %% ../nbs/18_cli.ipynb #ced3aa55
 def _demo(args) -> int:
     "The work of `fe_demo`."
-    try: summary = run_demo(args.output, args.overrides)
+    try: summary = _with_paddle("demo").run_demo(args.output, args.overrides)
     except KeyboardInterrupt: raise KeyboardInterrupt from None  # the demo starts over: there is nothing to resume
     for line in _demo_lines(summary): print(line)
     return 0
@@ -427,4 +439,4 @@ def fe_demo(
     argv: list = None,  # the arguments (None: the command line's)
 ) -> int:  # the exit status
     "Command line: the demo (`fe_demo [--output DIR] [-o KEY=VALUE ...]`)."
-    return _report(_demo, demo_parser().parse_args(argv), ConfigError)
+    return _report(_demo, demo_parser().parse_args(argv), ConfigError, ImportError)

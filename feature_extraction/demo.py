@@ -20,7 +20,8 @@ from .core import write_atomic
 from .data import demo_data, read_label_file
 from .engine import HEADLINE, Engine
 from .gallery import Gallery, Item, SearchResults
-from .inference import FeatureExtractor, export_model, load_for_export, onnx_available, preprocess_ops
+from .inference import FeatureExtractor, preprocess_ops
+from .export import export_model, load_for_export, onnx_available
 from feature_extraction.plots import (
     Report,
     precision_recall,

@@ -43,7 +43,8 @@ from paddle import nn
 from .backbone import set_cpu_threads
 from .config import ConfigError, save_config, validate_config
 from .data import DATASETS, _split_lines, read_label_file
-from .inference import exported_predictor, preprocess_ops
+from .inference import preprocess_ops
+from .export import exported_predictor
 from .loader import BatchLoader
 from .losses import build_loss
 from .metrics import retrieval_metrics
@@ -419,8 +420,9 @@ def _check_digests(prefix: Path):
         expected = load_paddle_file(f"{prefix}.pdstates").get("digests", {})
     bad = [ext for ext, digest in expected.items() if digest != file_digest(f"{prefix}.{ext}")]
     if bad:
-        raise ValueError(f"checkpoint {prefix} is inconsistent: {', '.join(bad)} do not match the digests saved with "
-                         "it (a crash between the writes of a save?); resume from another checkpoint in the same folder")
+        raise ValueError(f"checkpoint {prefix} is inconsistent: {', '.join(bad)} do not match the digests saved "
+                         "with it (a crash between the writes of a save?); resume from another checkpoint in the same "
+                         "folder")
 
 # %% ../nbs/13_engine.ipynb #2c3a390c
 def load_checkpoint(
@@ -428,7 +430,7 @@ def load_checkpoint(
     model: nn.Layer,  # gets the weights of `.pdparams`
     optimizer=None,  # gets the state of `.pdopt`, if given
 ) -> dict:  # the `.pdstates`: epoch, position, best metric, random generators
-    "Load a checkpoint written by `save_checkpoint` into `model` (and `optimizer`), plain data only; returns its states."
+    "Load a checkpoint of `save_checkpoint` into `model` (and `optimizer`), as plain data only; returns its states."
     prefix = Path(str(prefix).removesuffix(".pdparams"))
     _check_complete(prefix)
     _check_digests(prefix)

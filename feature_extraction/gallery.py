@@ -30,6 +30,7 @@ from . import __version__
 from .core import check_int, file_digest, replace_dir_atomic, resolve_num_threads, write_atomic
 from .core import progress as progress_bar  # `add_images` has a switch called `progress`
 from .data import is_comment
+from .inference import ImageList, collect_inputs, read_tsv
 from .metrics import knn, l2_normalize
 
 # faiss's loader logs INFO lines while it loads, which reach the terminal once paddle has set up logging
@@ -592,7 +593,6 @@ def read_gallery_list(
     image_root=None,  # the folder the listed paths are relative to (None: the list's folder)
 ):  # an `inference.ImageList` with the labels as `names`
     "The images of a gallery list, labels as text; blank lines and comments (`# ...`) are skipped."
-    from feature_extraction.inference import ImageList
     path = Path(path)
     root = Path(image_root) if image_root else path.parent
     paths, names = [], []
@@ -610,7 +610,6 @@ def gallery_images(
     image_root=None,  # the folder the lists' paths are relative to (None: each list's folder)
 ):  # an `inference.ImageList`, labels as `names`
     "An `ImageList` of images, folders and gallery lists (`read_gallery_list`), with text labels."
-    from feature_extraction.inference import ImageList, collect_inputs
     paths, names = [], []
     for item in inputs:
         item = Path(item)
@@ -709,7 +708,6 @@ def add_images(
     progress: bool = True,  # show a progress bar of the extraction (`core.progress`)
 ) -> dict:  # counts "added", "replaced", "unchanged", "repeated", and "failed": [(path, reason)]
     "Add the new or changed images of `images` (an `ImageList`) with `extractor`; counts of what happened."
-    from feature_extraction.inference import ImageList
     _check_extractor(self, extractor)
     digests, failed = _digests(images.paths)
     plan = self._sort_new(images.paths, digests)
@@ -730,7 +728,6 @@ def add_extraction(
     extract_dir,  # a finished `fe_extract` output folder: `features.npy`, `index.tsv` (path, label), `extract.json`
 ) -> dict:  # counts "added", "replaced", "unchanged", "repeated", "failed" (always empty), as `add_images`
     "Add the features of an `fe_extract` output folder whose images are new or changed (by path and content hash)."
-    from feature_extraction.inference import read_tsv
     folder = Path(extract_dir)
     manifest = _extraction_manifest(folder)
     if self.fingerprint and manifest.get("fingerprint") != self.fingerprint:

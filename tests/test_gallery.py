@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from feature_extraction.gallery import Gallery, Item
-from feature_extraction.inference import FeatureExtractor, collect_inputs, export_model, preprocess_ops
+from feature_extraction.inference import FeatureExtractor, collect_inputs, preprocess_ops
+from feature_extraction.export import export_model
 from feature_extraction.metrics import knn
 from feature_extraction.model import build_model, load_weights
 

@@ -87,7 +87,8 @@ def tiny_model(tmp_path_factory) -> Path:
     "The demo's small network, untrained, exported at 32x32: quick to extract with."
     import paddle
     from feature_extraction.config import load_config
-    from feature_extraction.inference import export_model, preprocess_ops
+    from feature_extraction.inference import preprocess_ops
+    from feature_extraction.export import export_model
     from feature_extraction.model import build_model
     paddle.seed(0)
     arch = load_config(demo_data().parent / "demo.yaml")["Arch"]
@@ -345,7 +346,7 @@ def test_reference_weights_and_own_checkpoints_still_load(shared, tmp_path, caps
 
 EXPORT_WATCHED = """import sys, warnings
 warnings.simplefilter("ignore")
-import paddle, feature_extraction.cli, feature_extraction.inference  # importing is not exporting
+import paddle, feature_extraction.cli, feature_extraction.export  # importing is not exporting
 if "--hide-graphsurgeon" in sys.argv:  # as if the onnx extra were installed without it
     sys.argv.remove("--hide-graphsurgeon")
     sys.modules["onnx_graphsurgeon"] = None
@@ -395,3 +396,64 @@ def test_onnx_export_spawns_nothing_and_folds_constants(tmp_path):
     assert status == 1 and "spawned: []" in out, (out, err)
     assert "error: ONNX export needs onnx_graphsurgeon: pip install 'feature_extraction[onnx]'" in err, err
     assert not (tmp_path / "unfolded").exists()
+
+
+# ---- Paddle only where it is needed (9) ----
+
+WITHOUT_PADDLE = """import sys
+sys.modules["paddle"] = None  # as if PaddlePaddle were not installed: `import paddle` fails, find_spec finds nothing
+from feature_extraction.cli import {command}
+try: status = {command}(sys.argv[1:])
+except SystemExit as e: status = e.code  # argparse, after --help
+print("paddle imported:", any(name == "paddle" or name.startswith("paddle.") for name, module in sys.modules.items()
+                              if module is not None))
+sys.exit(status)
+"""
+
+
+def without_paddle(command: str, *argv) -> tuple:
+    "(exit status, stdout, stderr) of `command` run where PaddlePaddle cannot be imported."
+    done = subprocess.run([sys.executable, "-c", WITHOUT_PADDLE.format(command=command), *map(str, argv)],
+                          capture_output=True, text=True, timeout=600)
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_galleries_and_onnx_models_work_without_paddle(tiny_model, tmp_path):
+    # 9: feature_extraction.gallery could not be imported without PaddlePaddle, and every command, --help included,
+    # imported it (about 2 s and 420 MB)
+    from feature_extraction.export import to_onnx
+    onnx_model = tmp_path / "onnx_model"
+    shutil.copytree(tiny_model, onnx_model)
+    to_onnx(onnx_model)
+    for name in ("inference.json", "inference.pdiparams"): (onnx_model / name).unlink()
+    done = subprocess.run([sys.executable, "-c", "import sys\nsys.modules['paddle'] = None\n"
+                           "import feature_extraction.gallery, feature_extraction.inference, feature_extraction.cli"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    images = demo_images(6)
+    status, out, err = without_paddle("fe_index", "build", tmp_path / "index", *images[:5], "--model", onnx_model)
+    assert status == 0 and out.startswith("added 5, ") and "paddle imported: False" in out, (out, err)
+    status, out, err = without_paddle("fe_search", onnx_model, tmp_path / "index", images[0], "--json")
+    assert status == 0 and "paddle imported: False" in out, err
+    assert json.loads(out[:out.rindex("]") + 1])[0]["answers"][0]["path"] == images[0]
+    for command in ("fe_search", "fe_index", "fe_extract", "fe_train", "fe_export"):
+        status, out, err = without_paddle(command, "--help")
+        assert status == 0 and "usage:" in out and "paddle imported: False" in out, (command, out, err)
+    for command in ("fe_export", "fe_train", "fe_eval"):
+        status, out, err = without_paddle(command, "-c", demo_data().parent / "demo.yaml")
+        assert status == 1 and "needs PaddlePaddle (pip install 'feature_extraction[cpu]'" in err, err
+
+
+def test_an_image_of_too_many_pixels_is_refused_before_decoding(tiny_model, tmp_path, capsys):
+    # low: the library had no pixel limit of its own; a 10000x10000 PNG took 1 GB to decode
+    import zlib
+    def chunk(kind, body):
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+    header = (10000).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(10001) * 10000))
+                     + chunk(b"IEND", b""))
+    assert fe_index(["build", str(tmp_path / "index"), *demo_images(2), str(bomb), "--model", str(tiny_model)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("added 2, replaced 0 changed, 0 already indexed, 1 unreadable"), out
+    assert f"unreadable, not added: {bomb}" in err and "10000 x 10000 pixels is more than" in err, err

@@ -15,7 +15,8 @@ import yaml
 from feature_extraction import engine as engine_module
 from feature_extraction.cli import fe_eval, fe_export, fe_extract
 from feature_extraction.engine import Engine
-from feature_extraction.inference import export_model, load_for_export, preprocess_ops, read_tsv
+from feature_extraction.inference import preprocess_ops, read_tsv
+from feature_extraction.export import export_model, load_for_export
 from feature_extraction.metrics import retrieval_metrics
 from test_engine import set_eval_data, slice_list
 
