@@ -457,3 +457,14 @@ def test_an_image_of_too_many_pixels_is_refused_before_decoding(tiny_model, tmp_
     out, err = capsys.readouterr()
     assert out.startswith("added 2, replaced 0 changed, 0 already indexed, 1 unreadable"), out
     assert f"unreadable, not added: {bomb}" in err and "10000 x 10000 pixels is more than" in err, err
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_error_line(tiny_model, tmp_path, capsys):
+    # every fe_* error of bad input is one report and status 1: here an output path under a file (an OSError)
+    (tmp_path / "a file").write_text("")
+    runs = [(fe_train, demo_train_arguments(tmp_path / "a file" / "run")),
+            (fe_extract, [str(tiny_model), demo_images(1)[0], "-o", str(tmp_path / "a file" / "features")])]
+    for command, arguments in runs:
+        assert command(arguments) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
