@@ -94,8 +94,9 @@ def installed(name: str) -> bool:
 def import_paddle():
     "PaddlePaddle, imported when a Paddle model runs; an ImportError that says what to do where it is not installed."
     if not installed("paddle"):
-        raise ImportError("running a Paddle model needs PaddlePaddle (pip install 'feature_extraction[cpu]', or "
-                          "paddlepaddle-gpu); an ONNX model (fe_export --format onnx) runs without it")
+        raise ImportError("this needs PaddlePaddle (pip install 'feature_extraction[cpu]', or paddlepaddle-gpu), which "
+                          "is not installed: training, evaluation, export and Paddle models use it; ONNX models "
+                          "(fe_export --format onnx) run without it")
     import paddle
     return paddle
 
