@@ -60,7 +60,8 @@ def add_options(
 
 # %% ../nbs/18_cli.ipynb #6e98433c
 # the input errors the library raises: its own are ValueErrors (ConfigError, LabelFileError, GalleryError,
-# UnsafeFileError, ImageDecodeError), files that are missing, taken or not writable OSErrors, a missing extra ImportError
+# UnsafeFileError, ImageDecodeError), files that are missing, taken or not writable OSErrors, and a missing
+# extra an ImportError
 USER_ERRORS = (ValueError, OSError, ImportError)
 
 def _report(
