@@ -64,7 +64,7 @@ setuptools.setup(
     include_package_data=True,
     install_requires=reqs("requirements"),
     extras_require={"dev": reqs("dev_requirements"), "cpu": reqs("cpu_requirements"),
-                    "onnx": reqs("onnx_requirements")},
+                    "onnx": reqs("onnx_requirements"), "serve": reqs("serve_requirements")},
     python_requires=">=" + min_python,
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['USER_ERRORS', 'add_options', 'config_from_arguments', 'train_parser', 'fe_train', 'eval_parser', 'fe_eval',
            'export_parser', 'fe_export', 'extract_parser', 'fe_extract', 'index_parser', 'fe_index', 'search_parser',
-           'fe_search', 'demo_parser', 'fe_demo']
+           'fe_search', 'serve_parser', 'fe_serve', 'demo_parser', 'fe_demo']
 
 # %% ../nbs/18_cli.ipynb #2bca630d
 import argparse
@@ -19,7 +19,7 @@ from .core import check_keys, write_atomic
 from .config import load_config
 from .gallery import (Gallery, GalleryError, current_version, gallery_images, gallery_info,
                                         gallery_lock, new_gallery)
-from .inference import Extraction, FeatureExtractor, collect_inputs, import_paddle
+from .inference import Extraction, FeatureExtractor, collect_inputs, import_paddle, installed
 
 # %% ../nbs/18_cli.ipynb #b3ff64a4
 def _with_paddle(
@@ -406,6 +406,57 @@ def fe_search(
 ) -> int:  # the exit status
     "Command line: search a gallery with query images and print the top-k answers."
     return _report(_search, search_parser().parse_args(argv))
+
+# %% ../nbs/18_cli.ipynb #a78a3f56
+def serve_parser() -> argparse.ArgumentParser:  # `fe_serve MODEL_DIR INDEX_DIR [--host H] [--port P] [...]`
+    "The arguments of `fe_serve`."
+    parser = argparse.ArgumentParser(prog="fe_serve", description="Serve a gallery over HTTP: search, add, list and "
+                                     "remove, with a web page at / and the API's documentation at /docs.")
+    parser.add_argument("model_dir", help="an exported model (fe_export)")
+    parser.add_argument("index_dir", help="a gallery of its features (fe_index build)")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--api-key-file", metavar="FILE", help="a file holding the key that adding and removing need")
+    parser.add_argument("--max-batch", type=int, help="images per pass of the model (1: no batching; default 32)")
+    parser.add_argument("--max-wait-ms", type=float, help="how long a batch waits for more requests (default 5)")
+    return add_options(parser, "num_threads", "device")
+
+# %% ../nbs/18_cli.ipynb #ed48d709
+def _api_key(path) -> str:  # None without a file
+    "The API key in the file `path` (surrounding blanks removed); an error for an empty file."
+    if path is None: return None
+    key = Path(path).read_text(encoding="utf-8").strip()
+    if not key: raise ValueError(f"{path} holds no API key")
+    return key
+
+def _settings(args):  # a `serve.ServeSettings`
+    "The server's settings from `fe_serve`'s arguments; the options not given keep `ServeSettings`'s defaults."
+    from feature_extraction.serve import ServeSettings
+    given = {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "num_threads": args.num_threads,
+             "device": args.device}
+    return ServeSettings(api_key=_api_key(args.api_key_file), **{k: v for k, v in given.items() if v is not None})
+
+# %% ../nbs/18_cli.ipynb #bd4426f3
+def _serve(args) -> int:
+    "The work of `fe_serve`: the application, run by uvicorn until Ctrl-C."
+    if not (installed("fastapi") and installed("uvicorn")):
+        raise ImportError("fe_serve needs FastAPI and uvicorn: pip install 'feature_extraction[serve]'")
+    import uvicorn
+    from feature_extraction.serve import create_app
+    settings = _settings(args)
+    app = create_app(args.model_dir, args.index_dir, settings)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        print(f"warning: listening on {args.host} without --api-key-file: whoever reaches this port can change the "
+              "gallery", file=sys.stderr)
+    print(f"serving {args.index_dir} at http://{args.host}:{args.port}/ (the API: /docs); Ctrl-C stops", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+def fe_serve(
+    argv: list = None,  # the arguments (None: the command line's)
+) -> int:  # the exit status
+    "Command line: serve a gallery over HTTP (`fe_serve MODEL_DIR INDEX_DIR [--port 8000]`)."
+    return _report(_serve, serve_parser().parse_args(argv))
 
 # %% ../nbs/18_cli.ipynb #b682d2a5
 def demo_parser() -> argparse.ArgumentParser:  # `fe_demo [--output DIR] [-o KEY=VALUE ...]`

@@ -313,6 +313,16 @@ def remove(
     if len(self.stale) > self.rebuild_fraction * self.index.ntotal: self.build_index()
     return gone
 
+# %% ../nbs/14_gallery.ipynb #fb8f485d
+@patch
+def copy(self: Gallery) -> Gallery:
+    "A gallery to change while this one is searched: its own items table, removed ids and faiss index."
+    twin = object.__new__(Gallery)
+    twin.__dict__.update(self.__dict__)
+    twin.items, twin.stale = dict(self.items), set(self.stale)
+    twin.index = faiss.clone_index(self.index) if self.index is not None else None
+    return twin
+
 # %% ../nbs/14_gallery.ipynb #d063fa4d
 def _write_meta(items: dict, path: Path):
     "The items, by id, into a new SQLite file."

@@ -36,6 +36,16 @@ def chromium(tmp_path_factory):
     return run
 
 
+def grey_png(side: int) -> bytes:
+    "A valid PNG of `side` x `side` black pixels, a few hundred bytes per 1000 x 1000 (a pixel bomb when large)."
+    import zlib
+    def chunk(kind, body):
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+    header = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])  # 8-bit grey
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(side + 1) * side))
+            + chunk(b"IEND", b""))
+
+
 def compare_network_gradients(layer_class, paddle_forward, min_layers: int) -> dict:
     """Gradients of every parameter of `PPLCNetV2_small` computed with the compiled `layer_class`, after checking
     that it has at least `min_layers` of them and that the gradients equal those with `paddle_forward` (Paddle's

@@ -27,15 +27,15 @@ python tools/notebook_style.py --check > /dev/null || { python tools/notebook_st
 step "4/6 notebooks (nbdev_test; cells flagged slow are skipped, add --flags slow to run them)"
 (cd nbs && nbdev_test --n_workers 2)
 
-step "5/6 headless Chromium for the documentation-site test"
-if ! command -v chromium >/dev/null 2>&1; then
+step "5/6 headless Chromium (and its driver) for the documentation-site and web-page tests"
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null
   else
-    echo "chromium is not installed and this is not root: the browser test will be skipped (CI fails instead)."
+    echo "chromium or chromedriver is not installed and this is not root: the browser tests will be skipped (CI fails instead)."
   fi
 fi
-command -v chromium || true
+command -v chromium chromedriver || true
 
 step "6/6 pytest (tests/)"
 python -m pytest tests -q -p no:cacheprovider

@@ -18,7 +18,7 @@ from feature_extraction.cli import add_options, config_from_arguments, fe_index
 from feature_extraction.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("fe_train", "fe_eval", "fe_export", "fe_extract", "fe_index", "fe_search", "fe_demo")
+COMMANDS = ("fe_train", "fe_eval", "fe_export", "fe_extract", "fe_index", "fe_search", "fe_serve", "fe_demo")
 
 # per command: arguments that parse but that the library refuses, and what stderr must then say
 LIBRARY_ERRORS = {
@@ -28,6 +28,7 @@ LIBRARY_ERRORS = {
     "fe_extract": (["{tmp}/model", "/nope/a.jpg", "-o", "{tmp}/out"], "error: image file not found: /nope/a.jpg"),
     "fe_index": (["info", "/nope"], "error: /nope is not a gallery (no CURRENT file)"),
     "fe_search": (["{tmp}/model", "/nope/index", "/nope/image.jpg"], "error: model folder not found"),
+    "fe_serve": (["{tmp}/model", "/nope/index"], "error: model folder not found"),
     "fe_demo": (["--output", "{tmp}/demo", "-o", "Global.epochs=-1"], "Global.epochs"),
 }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import grey_png
 from feature_extraction.backbone import read_weights
 from feature_extraction.cli import fe_eval, fe_export, fe_extract, fe_index, fe_search, fe_train
 from feature_extraction.core import file_digest
@@ -446,13 +447,8 @@ def test_galleries_and_onnx_models_work_without_paddle(tiny_model, tmp_path):
 
 def test_an_image_of_too_many_pixels_is_refused_before_decoding(tiny_model, tmp_path, capsys):
     # low: the library had no pixel limit of its own; a 10000x10000 PNG took 1 GB to decode
-    import zlib
-    def chunk(kind, body):
-        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
-    header = (10000).to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
     bomb = tmp_path / "bomb.png"
-    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(10001) * 10000))
-                     + chunk(b"IEND", b""))
+    bomb.write_bytes(grey_png(10000))
     assert fe_index(["build", str(tmp_path / "index"), *demo_images(2), str(bomb), "--model", str(tiny_model)]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("added 2, replaced 0 changed, 0 already indexed, 1 unreadable"), out
