@@ -47,7 +47,8 @@ def extension(name: str) -> setuptools.Extension:
     )
 
 
-extensions = [extension(name) for name in ("_retrieval", "_augment", "_decode", "_depthwise", "_pointwise")]
+extensions = [extension(name) for name in ("_retrieval", "_augment", "_decode", "_depthwise", "_pointwise", "_rerank",
+                                            "_binary")]
 
 setuptools.setup(
     name=cfg["lib_name"],

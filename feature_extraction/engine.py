@@ -48,6 +48,7 @@ from .export import exported_predictor
 from .loader import BatchLoader
 from .losses import build_loss
 from .metrics import retrieval_metrics
+from .rerank import KReciprocal
 from .model import build_model, load_weights
 from .sampler import SAMPLERS, distributed_env
 from .transforms import Pipeline
@@ -230,6 +231,7 @@ def evaluate_retrieval(
     gallery_loader: BatchLoader = None,  # the gallery images; None: the query set is the gallery
     metric_eval: list = ({"Recallk": {"topk": [1, 5]}}, {"mAP": {}}),  # a checked `Metric.Eval` list
     normalize: bool = True,  # L2-normalise the features first (`Global.feature_normalize`)
+    scorer=None,  # how pairs are scored (`rerank.KReciprocal()` for `Global.re_ranking`); None: cosine
 ) -> dict:  # the metrics of `retrieval_metrics`, `num_skipped_images` and `skipped_images` (their paths)
     "Retrieval metrics of the query loader's images against the gallery's (`None`: the query set is the gallery)."
     query = extract_features(encode, query_loader)
@@ -238,7 +240,7 @@ def evaluate_retrieval(
     if gallery is query and q_ids is None:  # each image its own id, so that it is not its own first match
         q_ids = g_ids = np.arange(len(query["labels"]))
     out = retrieval_metrics(query["features"], gallery["features"], query["labels"], gallery["labels"], q_ids, g_ids,
-                            normalize=normalize, **metric_arguments(metric_eval))
+                            normalize=normalize, scorer=scorer, **metric_arguments(metric_eval))
     skipped = query["skipped"] + ([] if gallery is query else gallery["skipped"])
     return out | {"num_skipped_images": len(skipped), "skipped_images": [p for _, p, _ in skipped]}
 
@@ -268,11 +270,12 @@ def evaluate_pixels(query_entry: dict, # A checked `DataLoader.Eval.Query`
                     metric_eval: list = ({"Recallk": {"topk": [1, 5]}}, {"mAP": {}}), # `Metric.Eval`
                     size: int = 16, # Side of the square the images are resized to (`Global.baseline_pixel_size`)
                     seed: int = 0, # Seed of the loaders (the pixel transforms draw nothing)
+                    scorer=None, # How pairs are scored, as the model's are (`evaluate_retrieval`)
                    ) -> dict:
     "Retrieval metrics of raw pixels compared by cosine, on the images, labels and unique ids of the two entries."
     query = build_loader(pixel_entry(query_entry, size), seed, on_error="skip")
     gallery = None if gallery_entry is None else build_loader(pixel_entry(gallery_entry, size), seed, on_error="skip")
-    return evaluate_retrieval(pixel_encoder, query, gallery, metric_eval, normalize=True)
+    return evaluate_retrieval(pixel_encoder, query, gallery, metric_eval, normalize=True, scorer=scorer)
 
 # %% ../nbs/13_engine.ipynb #0702b46a
 HEADLINE = ("recall1", "recall5", "mAP")
@@ -656,6 +659,12 @@ def resume(
              f"best recall1 {self.best['recall1']}")
     return states
 
+# %% ../nbs/13_engine.ipynb #abfad29a
+@patch(as_prop=True)
+def scorer(self: Engine):  # a `rerank.KReciprocal`, or None
+    "How the evaluations score pairs: k-reciprocal re-ranking with `Global.re_ranking`, else cosine (None)."
+    return KReciprocal() if self.config["Global"]["re_ranking"] else None
+
 # %% ../nbs/13_engine.ipynb #125c332a
 @patch
 def model_metrics(
@@ -670,7 +679,8 @@ def model_metrics(
     with contextlib.ExitStack() as stack:
         encode = self.exported_encoder(stack, g["retrieval_feature_from"], model) if exported else None
         return evaluate_retrieval(encode or dygraph_encoder(model, g["retrieval_feature_from"]), self.query_loader,
-                                  self.gallery_loader, self.config["Metric"]["Eval"], g["feature_normalize"])
+                                  self.gallery_loader, self.config["Metric"]["Eval"], g["feature_normalize"],
+                                  self.scorer)
 
 # %% ../nbs/13_engine.ipynb #683cde6b
 @patch
@@ -702,7 +712,7 @@ def pixel_baseline(self: Engine) -> dict:  # the metrics of `evaluate_pixels`
         evaluation, size = self.config["DataLoader"]["Eval"], self.config["Global"]["baseline_pixel_size"]
         gallery = None if evaluation["Gallery"] == evaluation["Query"] else evaluation["Gallery"]  # as the loaders
         self.pixel_metrics = evaluate_pixels(evaluation["Query"], gallery, self.config["Metric"]["Eval"], size,
-                                             self.seed)
+                                             self.seed, self.scorer)
         shown = {k: v for k, v in self.pixel_metrics.items() if k != "skipped_images"}
         self.record("baseline", name="raw pixels", pixel_size=size, **shown)
     return self.pixel_metrics

@@ -151,9 +151,10 @@ def auto_block_size(
     n_gallery: int,  # gallery items
     num_threads: int = 1,  # workers, each with a block of its own
     budget_bytes: int = 256 * 2**20,  # memory for all the workers' blocks together
+    bytes_per_score: int = 4,  # memory per query-gallery pair of a block (a float32 similarity: 4)
 ) -> int:  # queries per block
-    "Queries per block: one float32 block per worker within `budget_bytes` in all, and a block for every worker."
-    per_worker = budget_bytes // (4 * n_gallery * num_threads)
+    "Queries per block: one block per worker within `budget_bytes` in all, and a block for every worker."
+    per_worker = budget_bytes // (bytes_per_score * n_gallery * num_threads)
     return int(max(1, min(-(-n_query // num_threads), per_worker)))
 
 # %% ../nbs/01_metrics.ipynb #c682c308
@@ -176,9 +177,10 @@ def check_block_size(
     n_query: int,  # queries
     n_gallery: int,  # gallery items
     num_threads: int = 1,  # worker threads
+    bytes_per_score: int = 4,  # as `auto_block_size`
 ) -> int:  # queries per block
     "A user's `block_size` (None for `auto_block_size`), checked."
-    if block_size is None: return auto_block_size(n_query, n_gallery, num_threads)
+    if block_size is None: return auto_block_size(n_query, n_gallery, num_threads, bytes_per_score=bytes_per_score)
     return check_int(block_size, "block_size (or None)")
 
 # %% ../nbs/01_metrics.ipynb #b8f239c0
@@ -205,13 +207,16 @@ def blocked_stats(
     qi, gi,  # their int64 id codes, or None
     block_size: int,  # queries per block
     num_threads: int,  # worker threads
+    scores_of=None,  # `scores_of(start, stop)` -> float32 [stop - start, G], higher is closer; None: similarities
 ) -> dict:  # the arrays of `ranking_stats`
     "Ranking statistics by blocks of queries against the whole gallery."
     ext, no_ids, by_label, out = compiled("_retrieval"), np.empty(0, np.int64), group_by_label(gl), zero_stats(len(q))
     def rank(start, stop, sims):
         ext.rank_stats_block(sims, ql[start:stop], no_ids if qi is None else qi[start:stop], *by_label,
                              no_ids if gi is None else gi, *(v[start:stop] for v in out.values()))
-    query_blocks(q, g, block_size, num_threads, rank)
+    if scores_of is None: query_blocks(q, g, block_size, num_threads, rank)
+    else: run_tasks(range(0, len(q), block_size), lambda start, _: rank(
+        start, min(start + block_size, len(q)), scores_of(start, min(start + block_size, len(q)))), num_threads)
     return out
 
 # %% ../nbs/01_metrics.ipynb #1ad688c3
@@ -317,10 +322,14 @@ def stats_of_prepared(
     qi, gi,  # their int64 id codes, or None
     block_size=None,  # queries per block (tiles of the symmetric path); None: automatic
     num_threads=None,  # worker threads; None: the cores this process may use
+    scorer=None,  # another way to score the pairs than their similarity (see above); None: similarity
 ) -> dict:  # the arrays of `ranking_stats`
     "`ranking_stats` of inputs already checked by `prepare`: the symmetric path when query == gallery."
     if ql is None: raise ValueError("query_labels and gallery_labels are required")
     nt = resolve_num_threads(num_threads)
+    if scorer is not None:
+        size = check_block_size(block_size, len(q), len(g), nt, getattr(scorer, "bytes_per_score", 4))
+        return blocked_stats(q, g, ql, gl, qi, gi, size, nt, scorer.prepare(q, g, nt))
     if q is g and np.array_equal(ql, gl) and (qi is None or np.array_equal(qi, gi)):
         out = symmetric_stats(q, ql, qi, 512 if block_size is None else check_block_size(block_size, 1, 1), nt)
         if out is not None: return out
@@ -337,10 +346,11 @@ def ranking_stats(
     normalize: bool = True,  # L2-normalise the features (cosine similarity)
     block_size: int = None,  # queries per block; None: automatic
     num_threads: int = None,  # worker threads; None: the cores this process may use
+    scorer=None,  # another way to score the pairs (`stats_of_prepared`); None: their similarity
 ) -> dict:  # per-query arrays
     "Per-query arrays `n_pos`, `first_rank`, `last_rank` (int64, 0 without positives), `ap`, `ap_at_r`, `r_precision`."
     prepared = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
-    return stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads)
+    return stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads, scorer=scorer)
 
 # %% ../nbs/01_metrics.ipynb #bbf0f3e9
 PER_QUERY_METRICS = {  # metric name -> its per-query value, from the arrays of `ranking_stats`
@@ -385,12 +395,13 @@ def retrieval_metrics(
     normalize: bool = True,  # L2-normalise the features (cosine similarity)
     block_size: int = None,  # queries per block; None: automatic
     num_threads: int = None,  # worker threads; None: the cores this process may use
+    scorer=None,  # another way to score the pairs (re-ranking, query expansion, binary codes); None: similarity
 ) -> dict:  # metric -> value, and `num_queries`, `num_skipped_queries`
     "Metrics of `query` against `gallery`: `recall{k}` (k in `topk`), `mAP`; also `mAP@R`, `r_precision`, `mINP`."
     metrics = check_metrics(metrics)
     prepared = prepare(query, gallery, query_labels, gallery_labels, query_ids, gallery_ids, normalize)
     ks = check_topk(topk, len(prepared[1])) if "recall" in metrics else ()
-    s = stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads)
+    s = stats_of_prepared(*prepared, block_size=block_size, num_threads=num_threads, scorer=scorer)
     valid = s["n_pos"] > 0
     if not valid.any(): raise ValueError(f"none of the {len(valid)} queries has a positive in the gallery: "
                                          "check that query and gallery labels use the same classes")
