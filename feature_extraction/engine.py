@@ -41,6 +41,7 @@ import paddle
 from paddle import nn
 
 from .backbone import set_cpu_threads
+from .binary import Binarized, HammingCodes
 from .config import ConfigError, save_config, validate_config
 from .data import DATASETS, _split_lines, read_label_file
 from .inference import preprocess_ops
@@ -661,9 +662,12 @@ def resume(
 
 # %% ../nbs/13_engine.ipynb #abfad29a
 @patch(as_prop=True)
-def scorer(self: Engine):  # a `rerank.KReciprocal`, or None
-    "How the evaluations score pairs: k-reciprocal re-ranking with `Global.re_ranking`, else cosine (None)."
-    return KReciprocal() if self.config["Global"]["re_ranking"] else None
+def scorer(self: Engine):  # a scorer of `retrieval_metrics`, or None
+    "How evaluations score pairs: `Global.feature_binarize`'s codes, `Global.re_ranking`'s re-ranking, else cosine."
+    g = self.config["Global"]
+    rerank = KReciprocal() if g["re_ranking"] else None
+    if g["feature_binarize"] is None: return rerank
+    return HammingCodes(g["feature_binarize"]) if rerank is None else Binarized(rerank, g["feature_binarize"])
 
 # %% ../nbs/13_engine.ipynb #125c332a
 @patch

@@ -32,6 +32,7 @@ from .core import progress as progress_bar  # `add_images` has a switch called `
 from .data import is_comment
 from .inference import ImageList, collect_inputs, read_tsv
 from .metrics import knn, l2_normalize
+from .rerank import AverageQueryExpansion, KReciprocal
 
 # faiss's loader logs INFO lines while it loads, which reach the terminal once paddle has set up logging
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)
@@ -242,6 +243,25 @@ def _candidates(self: Gallery, queries: np.ndarray, k: int) -> tuple:
     if not want: return no_answers
     return self.reranked(queries, want) if self.family == "IVFPQ" else self.index.search(queries, want)
 
+# %% ../nbs/14_gallery.ipynb #b1b625aa
+def _rerank_of(
+    rerank,  # None, "k-reciprocal", "aqe", or a `rerank.KReciprocal` or `rerank.AverageQueryExpansion`
+):  # None, or the re-ranking object
+    "A search's re-ranking: its object, from its name or as given."
+    if rerank is None or isinstance(rerank, (KReciprocal, AverageQueryExpansion)): return rerank
+    known = {"k-reciprocal": KReciprocal, "aqe": AverageQueryExpansion}
+    if rerank not in known: raise ValueError(f"rerank must be None, 'k-reciprocal' or 'aqe', got {rerank!r}")
+    return known[rerank]()
+
+# %% ../nbs/14_gallery.ipynb #76544dd0
+@patch
+def _k_reciprocal(self: Gallery, queries: np.ndarray, k: int, rerank: KReciprocal) -> tuple:
+    "(scores, ids) [Q, k] of k-reciprocal re-ranking over the queries and every gallery vector: 1 - distance."
+    if not len(self): return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+    scores = (1 - rerank.distances(queries, self.vectors, self.num_threads)).astype(np.float32)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :min(k, len(self))]
+    return np.take_along_axis(scores, order, 1), self.ids[order]
+
 # %% ../nbs/14_gallery.ipynb #d08fd46c
 @patch
 def search(
@@ -249,11 +269,14 @@ def search(
     queries,  # query features [Q, feature_size] (or one [feature_size])
     k: int = 5,  # answers per query
     score_threshold: float = None,  # answers scoring below it are dropped (None: none are)
+    rerank=None,  # None, "k-reciprocal" or "aqe" (or a `rerank.KReciprocal` / `rerank.AverageQueryExpansion`)
 ) -> SearchResults:  # [Q, k] answers, best first
     "The top-`k` answers to each query feature; answers scoring below `score_threshold` are dropped."
-    queries = self._check_features(np.atleast_2d(queries))
-    k = check_int(k, "k")
-    scores, ids = self._candidates(queries, k)
+    queries, k, rerank = self._check_features(np.atleast_2d(queries)), check_int(k, "k"), _rerank_of(rerank)
+    if isinstance(rerank, AverageQueryExpansion):
+        queries = rerank.expand_queries(queries, self.vectors, self.num_threads)
+    if isinstance(rerank, KReciprocal): scores, ids = self._k_reciprocal(queries, k, rerank)
+    else: scores, ids = self._candidates(queries, k)
     out_scores = np.full((len(queries), k), -np.inf, np.float32)
     out_ids = np.full((len(queries), k), -1, np.int64)
     for r in range(len(queries)):

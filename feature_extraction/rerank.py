@@ -6,7 +6,7 @@
 __all__ = ['reference_re_ranking', 'largest_distances', 'neighbour_lists', 'reciprocal_weights', 'expanded_rows', 'KReciprocal',
            'ReRanker', 'average_query_expansion', 'AverageQueryExpansion']
 
-# %% ../nbs/01a_rerank.ipynb #11324b4a
+# %% ../nbs/01a_rerank.ipynb #0a7c9081
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +16,7 @@ from fastcore.basics import patch
 from .core import check_int, check_real, compiled, resolve_num_threads
 from .metrics import knn, l2_normalize
 
-# %% ../nbs/01a_rerank.ipynb #27cc3231
+# %% ../nbs/01a_rerank.ipynb #b45c07eb
 def reference_re_ranking(
     query,  # query features [Q, d]
     gallery,  # gallery features [G, d]
@@ -36,13 +36,13 @@ def reference_re_ranking(
     jaccard = np.stack([_reference_jaccard(V, i) for i in range(n_query)])
     return (jaccard * (1 - lambda_value) + original[:n_query] * lambda_value)[:, n_query:]
 
-# %% ../nbs/01a_rerank.ipynb #a3401830
+# %% ../nbs/01a_rerank.ipynb #beb77a22
 def _reference_reciprocal(rank: np.ndarray, i: int, k: int) -> np.ndarray:
     "The k-reciprocal neighbours of point i: its first k + 1 neighbours that have i among their own first k + 1."
     forward = rank[i, :k + 1]
     return forward[np.where(rank[forward, :k + 1] == i)[0]]
 
-# %% ../nbs/01a_rerank.ipynb #c4d7f665
+# %% ../nbs/01a_rerank.ipynb #59ff39c1
 def _reference_weights(original: np.ndarray, rank: np.ndarray, i: int, k1: int) -> np.ndarray:
     "Row i of V, dense: the weights of its expanded k1-reciprocal set."
     own = _reference_reciprocal(rank, i, k1)
@@ -55,13 +55,13 @@ def _reference_weights(original: np.ndarray, rank: np.ndarray, i: int, k1: int) 
     row[expanded] = np.exp(-original[i, expanded]) / np.exp(-original[i, expanded]).sum()
     return row
 
-# %% ../nbs/01a_rerank.ipynb #7f08f401
+# %% ../nbs/01a_rerank.ipynb #be568f6b
 def _reference_jaccard(V: np.ndarray, i: int) -> np.ndarray:
     "The Jaccard distances of point i to all points, from the weights V."
     overlap = np.minimum(V[i], V).sum(1)
     return 1 - overlap / (2 - overlap)
 
-# %% ../nbs/01a_rerank.ipynb #1145ecb4
+# %% ../nbs/01a_rerank.ipynb #13a38643
 def largest_distances(
     feats: np.ndarray,  # L2-normalised float32 features [N, d]
     num_threads: int = None,  # worker threads
@@ -72,7 +72,7 @@ def largest_distances(
     largest = sq + sq[far] - 2 * np.einsum("ij,ij->i", feats, feats[far], dtype=np.float64)
     return sq, np.where(largest > 0, largest, 1.0)
 
-# %% ../nbs/01a_rerank.ipynb #6707ab79
+# %% ../nbs/01a_rerank.ipynb #2d06e971
 def neighbour_lists(
     feats: np.ndarray,  # L2-normalised float32 features [N, d] (query and gallery together)
     width: int,  # how many neighbours each point gets (itself first)
@@ -85,7 +85,7 @@ def neighbour_lists(
     nearest = compiled("_rerank").refined_neighbours(np.ascontiguousarray(candidates), width, feats, sq, largest, nt)
     return nearest, sq, largest
 
-# %% ../nbs/01a_rerank.ipynb #ccb857d3
+# %% ../nbs/01a_rerank.ipynb #c77e38c2
 def reciprocal_weights(
     feats: np.ndarray,  # L2-normalised float32 features [N, d]
     nearest: np.ndarray,  # their neighbour lists (`neighbour_lists`), at least k1 + 1 wide (or all N)
@@ -100,7 +100,7 @@ def reciprocal_weights(
                                                  resolve_num_threads(num_threads))
     return sparse.csr_matrix((weight, index, indptr), shape=(n, n))
 
-# %% ../nbs/01a_rerank.ipynb #760c65bc
+# %% ../nbs/01a_rerank.ipynb #60657369
 def expanded_rows(
     V: sparse.csr_matrix,  # the weights [N, N]
     nearest: np.ndarray,  # the neighbour lists
@@ -114,21 +114,21 @@ def expanded_rows(
     V.sort_indices()
     return V
 
-# %% ../nbs/01a_rerank.ipynb #ec3cd58e
+# %% ../nbs/01a_rerank.ipynb #52744ad3
 @dataclass
 class KReciprocal:
     "k-reciprocal re-ranking (Zhong et al. 2017) with PaddleClas's defaults; a scorer of `metrics.retrieval_metrics`."
     k1: int = 20  # the size of the k-reciprocal neighbourhoods
     k2: int = 6  # the neighbours the weights are averaged over (1: none)
     lambda_value: float = 0.3  # the weight of the original distance (0..1) against the Jaccard distance
-    bytes_per_score = 24  # a block's working memory per pair: the overlaps, the distances, the scores
+    bytes_per_score = 32  # a block's working memory per pair: three float64 arrays and the float32 scores
 
     def __post_init__(self):
         self.k1, self.k2 = check_int(self.k1, "k1"), check_int(self.k2, "k2")
         self.lambda_value = check_real(self.lambda_value, "lambda_value", 0.0)
         if self.lambda_value > 1: raise ValueError(f"lambda_value must be from 0 to 1, got {self.lambda_value}")
 
-# %% ../nbs/01a_rerank.ipynb #fbe8e5b0
+# %% ../nbs/01a_rerank.ipynb #d773f86f
 class ReRanker:
     "A query set re-ranked against a gallery: the weights' rows of the queries, those of the gallery by column, ..."
     def __init__(
@@ -146,10 +146,10 @@ class ReRanker:
                           settings.k2)
         self.query_rows, self.gallery_columns = V[:self.n_query], V[self.n_query:].tocsc()
         self.gallery_columns.sort_indices()
-        self.query_f64 = feats[:self.n_query].astype(np.float64)  # the original distances are float64
-        self.gallery_f64 = feats[self.n_query:].astype(np.float64)
+        self.query_f32 = feats[:self.n_query]
+        self.gallery_f64 = feats[self.n_query:].astype(np.float64)  # the original distances are float64
 
-# %% ../nbs/01a_rerank.ipynb #26b77e8e
+# %% ../nbs/01a_rerank.ipynb #6cf2da65
 @patch
 def block(
     self: ReRanker,
@@ -163,12 +163,19 @@ def block(
     compiled("_rerank").min_overlap(rows.indptr.astype(np.int64), rows.indices.astype(np.int64), rows.data,
                                     columns.indptr.astype(np.int64), columns.indices.astype(np.int64), columns.data,
                                     overlap)
-    products = self.query_f64[start:stop] @ self.gallery_f64.T
-    scale = self.largest[start:stop, None]
-    original = (self.sq[start:stop, None] + self.sq[None, self.n_query:] - 2 * products) / scale
-    return (1 - overlap / (2 - overlap)) * (1 - self.lambda_value) + original * self.lambda_value
+    out = self.query_f32[start:stop].astype(np.float64) @ self.gallery_f64.T  # in place from here: 3 blocks in all
+    out *= -2
+    out += self.sq[start:stop, None]
+    out += self.sq[None, self.n_query:]
+    out *= self.lambda_value / self.largest[start:stop, None]  # lambda times the original distance
+    denominator = 2 - overlap
+    np.subtract(1, overlap, out=overlap)
+    overlap *= 2 * (1 - self.lambda_value)
+    overlap /= denominator  # (1 - lambda) times the Jaccard distance, 1 - overlap / (2 - overlap)
+    out += overlap
+    return out
 
-# %% ../nbs/01a_rerank.ipynb #d289b4e0
+# %% ../nbs/01a_rerank.ipynb #15d92bed
 @patch
 def prepare(
     self: KReciprocal,
@@ -178,9 +185,9 @@ def prepare(
 ):  # `scores_of(start, stop)` -> float32 [stop - start, G], higher is closer
     "The metrics engine's scorer: the negated re-ranked distances of a block of queries."
     reranker = ReRanker(self, query, gallery, num_threads)
-    return lambda start, stop: (-reranker.block(start, stop)).astype(np.float32)
+    return lambda start, stop: np.negative(reranker.block(start, stop)).astype(np.float32)
 
-# %% ../nbs/01a_rerank.ipynb #9bf30eb8
+# %% ../nbs/01a_rerank.ipynb #895ac13d
 @patch
 def distances(
     self: KReciprocal,
@@ -192,7 +199,7 @@ def distances(
     return ReRanker(self, l2_normalize(np.asarray(query, np.float32)), l2_normalize(np.asarray(gallery, np.float32)),
                     num_threads).block()
 
-# %% ../nbs/01a_rerank.ipynb #4b747470
+# %% ../nbs/01a_rerank.ipynb #b132edc8
 def average_query_expansion(
     query,  # query features [Q, d]
     gallery,  # gallery features [G, d]
@@ -211,7 +218,7 @@ def average_query_expansion(
         feats = l2_normalize((mean @ feats).astype(np.float32))
     return feats[:len(query)], feats[len(query):]
 
-# %% ../nbs/01a_rerank.ipynb #7bcb76e9
+# %% ../nbs/01a_rerank.ipynb #9e2387f2
 @dataclass
 class AverageQueryExpansion:
     "fast-reid's average query expansion: a scorer of `metrics.retrieval_metrics`, and of `Gallery.search`."
@@ -225,7 +232,7 @@ class AverageQueryExpansion:
         q, g = average_query_expansion(query, gallery, self.k, self.alpha, self.times, num_threads)
         return lambda start, stop: q[start:stop] @ g.T
 
-# %% ../nbs/01a_rerank.ipynb #a9bd3bcc
+# %% ../nbs/01a_rerank.ipynb #ba509076
 @patch
 def expand_queries(
     self: AverageQueryExpansion,

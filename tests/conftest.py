@@ -2,6 +2,7 @@
 import os
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,21 @@ def compare_network_gradients(layer_class, paddle_forward, min_layers: int) -> d
     for name in ours:
         np.testing.assert_allclose(ours[name], theirs[name], rtol=2e-3, atol=2e-4, err_msg=name)
     return ours
+
+
+@pytest.fixture(scope="session")
+def icons(shared, tmp_path_factory):
+    "(features [5031, 512], labels) of the icons test set: PaddleClas's reference weights, exported at 64x64."
+    from feature_extraction.export import export_model
+    from feature_extraction.inference import FeatureExtractor, collect_inputs, preprocess_ops
+    from feature_extraction.model import build_model, load_weights
+    arch = {"name": "RecModel", "Backbone": {"name": "PPLCNetV2_base_ShiTu"}, "BackboneStopLayer": {"name": "flatten"},
+            "Neck": {"name": "BNNeck", "num_features": 512}}
+    model = build_model(arch)
+    load_weights(model, shared / "reference/paddleclas/recmodel.pdparams")
+    model_dir = export_model(model.eval(), tmp_path_factory.mktemp("icons") / "model",
+                             preprocess_ops({"Global": {"image_shape": [3, 64, 64]}}))
+    images = collect_inputs([shared / "datasets/icons/test_list.txt"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return FeatureExtractor(model_dir, "cpu", 2, 64)(images.paths), images.labels

@@ -2,10 +2,7 @@
 published algorithm written densely in float64 (hypothesis over N, k1, k2 and lambda; and on icons features),
 PaddleClas's own results to its float16 precision, and the icons test set's metrics with and without re-ranking
 are printed (and recorded in the notebook)."""
-import warnings
-
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,24 +27,6 @@ def test_paddleclas_results(shared):
     for k1, k2, lam in ((20, 6, 0.3), (10, 3, 0.5), (20, 1, 0.3)):
         ours = KReciprocal(k1, k2, lam).distances(data["query"], data["gallery"])
         assert np.abs(ours - data[f"dist_k1_{k1}_k2_{k2}_lambda_{lam}"]).max() < 3e-3
-
-
-@pytest.fixture(scope="module")
-def icons(shared, tmp_path_factory):
-    "(features [5031, 512], labels) of the icons test set: PaddleClas's reference weights, exported at 64x64."
-    from feature_extraction.export import export_model
-    from feature_extraction.inference import FeatureExtractor, collect_inputs, preprocess_ops
-    from feature_extraction.model import build_model, load_weights
-    arch = {"name": "RecModel", "Backbone": {"name": "PPLCNetV2_base_ShiTu"}, "BackboneStopLayer": {"name": "flatten"},
-            "Neck": {"name": "BNNeck", "num_features": 512}}
-    model = build_model(arch)
-    load_weights(model, shared / "reference/paddleclas/recmodel.pdparams")
-    model_dir = export_model(model.eval(), tmp_path_factory.mktemp("rerank") / "model",
-                             preprocess_ops({"Global": {"image_shape": [3, 64, 64]}}))
-    images = collect_inputs([shared / "datasets/icons/test_list.txt"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return FeatureExtractor(model_dir, "cpu", 2, 64)(images.paths), images.labels
 
 
 def test_icons_features_equal_the_published_algorithm(icons):
