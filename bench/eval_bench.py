@@ -21,6 +21,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -208,6 +209,22 @@ def run_memory(n: int, threads: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- reporting
+
+def cpu_description() -> str:
+    "The CPU model and the flags that matter to the kernels (SIMD for BLAS, POPCNT for Hamming), from /proc/cpuinfo."
+    model, flags = "unknown CPU", []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            if key.strip() == "flags":
+                flags = sorted(f for f in value.split() if f.startswith(("avx", "fma", "sse4", "popcnt")))
+                break
+    except OSError:
+        pass
+    return f"{model}; flags: {' '.join(flags) or 'none found'}"
+
 
 def machine_info() -> dict:
     """CPU model, core counts, Python/NumPy versions and the BLAS/OpenMP libraries loaded (threadpoolctl)."""

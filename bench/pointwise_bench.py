@@ -26,6 +26,7 @@ import paddle.nn.functional as F
 import yaml
 
 from depthwise_bench import images_per_second  # the same bare training step (bench/ is on sys.path)
+from eval_bench import cpu_description
 from feature_extraction import backbone
 
 DEMO_YAML = Path(backbone.__file__).parent / "demo_data" / "demo.yaml"
@@ -34,22 +35,6 @@ compiled_forward = backbone.PointwiseConv2D.forward
 
 def paddle_forward(self, x):
     return F.conv2d(x, self.weight, self.bias)
-
-
-def cpu_description() -> str:
-    "The CPU model and the SIMD flags that matter to BLAS kernels, from /proc/cpuinfo."
-    model, flags = "unknown CPU", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            if key.strip() == "flags":
-                flags = sorted(f for f in value.split() if f.startswith(("avx", "fma", "sse4")))
-                break
-    except OSError:
-        pass
-    return f"{model}; flags: {' '.join(flags) or 'none found'}"
 
 
 def demo_backbone():

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from eval_bench import machine_info, make_dataset, peak_rss_mib, try_reset_hwm  # noqa: E402 (this folder's scripts)
+from eval_bench import cpu_description, machine_info, make_dataset, peak_rss_mib, try_reset_hwm  # noqa: E402 (this folder's scripts)
 
 from feature_extraction.metrics import retrieval_metrics  # noqa: E402
 from feature_extraction.rerank import KReciprocal  # noqa: E402
@@ -102,7 +102,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.memory_child: return memory_child(args.memory_child, args.threads)
     info = machine_info()
-    print(f"machine: {info['cpu']}, {info['usable_cores']} cores; {args.threads} threads")
+    print(f"machine: {cpu_description()}; {info['usable_cores']} cores; {args.threads} threads")
     ok = True
     if not args.skip_memory:
         command = [sys.executable, os.path.abspath(__file__), "--memory-child", str(MEMORY_SIZE), "--threads",

@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pointwise_bench import cpu_description  # noqa: E402 (this folder's scripts are not a package)
+from eval_bench import cpu_description  # noqa: E402 (this folder's scripts are not a package)
 
 TARGET_RATIO = 2.0
 

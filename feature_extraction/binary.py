@@ -6,7 +6,7 @@
 __all__ = ['BINARIZE_MODES', 'feature_bits', 'binarize', 'pack_codes', 'hamming_reference', 'check_codes', 'code_similarity',
            'HammingCodes', 'Binarized']
 
-# %% ../nbs/01b_binary.ipynb #17072d58
+# %% ../nbs/01b_binary.ipynb #c1848df6
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +15,7 @@ from fastcore.basics import patch
 from .core import check_int, compiled, resolve_num_threads
 from .metrics import run_tasks
 
-# %% ../nbs/01b_binary.ipynb #642a1dbd
+# %% ../nbs/01b_binary.ipynb #455d4f3e
 BINARIZE_MODES = ("sign", "round")  # PaddleClas's `Global.feature_binarize` values
 
 def feature_bits(
@@ -29,7 +29,7 @@ def feature_bits(
     if not np.isfinite(features).all(): raise ValueError("features contain NaN or infinity")
     return features > 0 if mode == "sign" else features >= 0.5
 
-# %% ../nbs/01b_binary.ipynb #69769b00
+# %% ../nbs/01b_binary.ipynb #f39991f3
 def binarize(
     features,  # float features [N, d]
     mode: str = "sign",  # as `feature_bits`
@@ -37,7 +37,7 @@ def binarize(
     "The codes as +/-1 floats: +1 where `feature_bits` sets a bit."
     return np.where(feature_bits(features, mode), np.float32(1), np.float32(-1))
 
-# %% ../nbs/01b_binary.ipynb #9edb9cf5
+# %% ../nbs/01b_binary.ipynb #ae7ea715
 def pack_codes(
     bits,  # bool [N, d] (`feature_bits`)
 ) -> np.ndarray:  # uint64 [N, ceil(d / 64)], C-contiguous
@@ -48,7 +48,7 @@ def pack_codes(
     padded[:, :bits.shape[1]] = bits
     return np.ascontiguousarray(np.packbits(padded, axis=1, bitorder="little").view("<u8").astype(np.uint64))
 
-# %% ../nbs/01b_binary.ipynb #1ac29430
+# %% ../nbs/01b_binary.ipynb #79cfaff0
 def hamming_reference(
     query_codes: np.ndarray,  # uint64 [Q, words] (`pack_codes`)
     gallery_codes: np.ndarray,  # uint64 [G, words]
@@ -57,7 +57,7 @@ def hamming_reference(
     differ = query_codes[:, None, :] ^ gallery_codes[None, :, :]
     return np.bitwise_count(differ).sum(axis=2, dtype=np.int64)
 
-# %% ../nbs/01b_binary.ipynb #97b30399
+# %% ../nbs/01b_binary.ipynb #77fce9f8
 def check_codes(
     codes,  # packed codes
     name: str,  # what they are, for the error
@@ -69,7 +69,7 @@ def check_codes(
     if not codes.flags.c_contiguous: raise ValueError(f"{name} must be C-contiguous (np.ascontiguousarray)")
     return codes
 
-# %% ../nbs/01b_binary.ipynb #25be066e
+# %% ../nbs/01b_binary.ipynb #b4177171
 def code_similarity(
     query_codes: np.ndarray,  # uint64 [Q, words] (`pack_codes`)
     gallery_codes: np.ndarray,  # uint64 [G, words], as many words
@@ -89,7 +89,7 @@ def code_similarity(
     run_tasks(range(0, len(query), block_size), work, resolve_num_threads(num_threads))
     return out
 
-# %% ../nbs/01b_binary.ipynb #4093471b
+# %% ../nbs/01b_binary.ipynb #5f73b970
 @dataclass
 class HammingCodes:
     "Features compared by the Hamming distance of their bits: a scorer of `metrics.retrieval_metrics`."
@@ -100,7 +100,7 @@ class HammingCodes:
         if self.mode not in BINARIZE_MODES: raise ValueError(f"mode must be one of {BINARIZE_MODES}, got {self.mode!r}")
 
 
-# %% ../nbs/01b_binary.ipynb #315464d7
+# %% ../nbs/01b_binary.ipynb #ab704724
 @patch
 def prepare(
     self: HammingCodes,
@@ -114,7 +114,7 @@ def prepare(
     n_bits = query.shape[1]
     return lambda start, stop: code_similarity(query_codes[start:stop], gallery_codes, n_bits, 1)
 
-# %% ../nbs/01b_binary.ipynb #2c1b0172
+# %% ../nbs/01b_binary.ipynb #2e3cb2cc
 @dataclass
 class Binarized:
     "Another scorer (e.g. `rerank.KReciprocal`) run on the features' +/-1 codes, scaled to unit length."

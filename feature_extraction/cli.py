@@ -237,7 +237,9 @@ def index_parser() -> argparse.ArgumentParser:  # `fe_index build|add|remove|inf
                            "(--features)", images=True)
     build.add_argument("--features", help="an fe_extract output folder, instead of --model and images")
     build.add_argument("--index-type", default="auto",
-                       help="Flat, IVF<n>,Flat, HNSW<m>, IVF<n>,PQ<m>, or auto (by size)")
+                       help="Flat, IVF<n>,Flat, HNSW<m>, IVF<n>,PQ<m>, BFlat, BIVF<n> (binary), or auto (by size)")
+    build.add_argument("--rescore", type=int, metavar="N", help="IVF-PQ and binary: candidates per answer re-scored "
+                       "by the float features (default 10; 0: the index's own scores)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing gallery in INDEX_DIR")
     add = _index_command(commands, "add", "add the images not indexed yet (by path and content), or an fe_extract "
                          "output", images=True)
@@ -290,7 +292,7 @@ def _build(args) -> str:
         if (root/"CURRENT").exists() and not args.overwrite:
             raise FileExistsError(f"{root} already holds a gallery: use `fe_index add`, or --overwrite to replace it")
         count = len(images) if images is not None else 0
-        gallery = new_gallery(extractor, count, args.features, args.index_type, args.num_threads)
+        gallery = new_gallery(extractor, count, args.features, args.index_type, args.num_threads, args.rescore)
         said = _counts_said(_add(gallery, args, extractor, images))
         gallery.save(root, overwrite=args.overwrite)
     return f"{said}; gallery {root}: {gallery!r}"
@@ -367,6 +369,8 @@ def search_parser() -> argparse.ArgumentParser:  # `fe_search MODEL_DIR INDEX_DI
     parser.add_argument("--threshold", type=float,
                         help="minimum score of an answer (default: the gallery's calibrated one)")
     parser.add_argument("--no-threshold", action="store_true", help="answer every query, however weak the match")
+    parser.add_argument("--rerank", choices=["k-reciprocal", "aqe"], help="re-rank the answers: k-reciprocal "
+                        "re-ranking, or average query expansion (default: neither)")
     parser.add_argument("--json", action="store_true")
     return add_options(parser, "image_root", "num_threads", "batch_size", "device", image_root={"help": None})
 
@@ -394,7 +398,7 @@ def _search(args) -> int:
     gallery = Gallery.load(args.index_dir, extractor.feature_size, extractor.fingerprint, args.num_threads)
     images = gallery_images(args.inputs, args.image_root)
     threshold = None if args.no_threshold else args.threshold if args.threshold is not None else gallery.threshold
-    found = gallery.search_images(extractor, images, args.k, threshold)
+    found = gallery.search_images(extractor, images, args.k, threshold, args.rerank)
     failed = [query for query in found if "error" in query]
     for query in failed: print(f"unreadable, not searched: {query['query']}: {query['error']}", file=sys.stderr)
     for line in [json.dumps(found, indent=2, ensure_ascii=False)] if args.json else _answer_lines(found, threshold):

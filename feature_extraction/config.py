@@ -165,6 +165,7 @@ GLOBAL_KEYS = {  # key: (what it may be, default filled in when absent)
     "retrieval_feature_from": (_one_of("features", "backbone"), "features"),  # model output compared and exported
     "re_ranking": (_BOOL, False),  # evaluate with k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3: `rerank`)
     "feature_binarize": (_optional(_one_of("sign", "round")), None),  # evaluate bits by Hamming distance (`binary`)
+    "leak_check": (_one_of("exclude", "warn", "ignore"), "exclude"),  # images leaked into the test sets (`leaks`)
     "use_dali": (_fixed(False, "DALI is not supported; images are loaded by threads"), False),  # NVIDIA DALI loading
     "image_shape": (_IMAGE_SHAPE, [3, 224, 224]),  # input [C, H, W]; export's size when there is no DataLoader.Eval
     "save_inference_dir": (_TEXT, "./inference"),  # where `fe_export` writes the inference model

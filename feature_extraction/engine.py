@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['HEADLINE', 'CHECKPOINT_PARTS', 'RUN_FILES', 'STARTED', 'seed_everything', 'rng_states', 'set_rng_states', 'cpu_share',
            'use_device', 'exempt_batch_norm_from_decay', 'build_scheduler', 'build_optimizer', 'build_loader',
-           'dygraph_encoder', 'extract_features', 'metric_arguments', 'evaluate_retrieval', 'pixel_encoder',
-           'pixel_entry', 'evaluate_pixels', 'metrics_line', 'versus_pixels', 'held_out_classes', 'split_label_file',
-           'apply_validation_split', 'optimizer_state', 'set_optimizer_state', 'save_checkpoint', 'load_checkpoint',
-           'claim_output_dir', 'Engine']
+           'dygraph_encoder', 'extract_features', 'metric_arguments', 'drop_leaks', 'evaluate_retrieval',
+           'pixel_encoder', 'pixel_entry', 'evaluate_pixels', 'metrics_line', 'versus_pixels', 'held_out_classes',
+           'split_label_file', 'apply_validation_split', 'optimizer_state', 'set_optimizer_state', 'save_checkpoint',
+           'load_checkpoint', 'claim_output_dir', 'Engine']
 
 # %% ../nbs/13_engine.ipynb #82841958
 import contextlib
@@ -45,6 +45,7 @@ from .binary import Binarized, HammingCodes
 from .config import ConfigError, save_config, validate_config
 from .data import DATASETS, _split_lines, read_label_file
 from .inference import preprocess_ops
+from .leaks import LeakReport, find_leaks, leak_rows, warn_leaks
 from .export import exported_predictor
 from .loader import BatchLoader
 from .losses import build_loss
@@ -177,17 +178,20 @@ def dygraph_encoder(
 def _concat(arrays: list):
     return np.concatenate(arrays) if arrays else None
 
+# %% ../nbs/13_engine.ipynb #5a06c162
 def _extract_share(encode, loader: BatchLoader) -> dict:
-    "This rank's part of `extract_features`: features, labels, unique ids (or None) and the skipped images."
-    feats, labels, ids, skipped = [], [], [], []
+    "This rank's part of `extract_features`: features, labels, ids (or None), positions, and the skipped images."
+    feats, labels, ids, positions, skipped = [], [], [], [], []
     for batch in loader:
         skipped += batch.skipped
         if not len(batch): continue
         feats.append(np.asarray(encode(batch.images), np.float32))
         labels.append(batch.labels)
+        positions.append(np.asarray(batch.indices, np.int64))
         if batch.unique_ids is not None:
             ids.append(batch.unique_ids)
-    return {"features": _concat(feats), "labels": _concat(labels), "unique_ids": _concat(ids), "skipped": skipped}
+    return {"features": _concat(feats), "labels": _concat(labels), "unique_ids": _concat(ids),
+            "positions": _concat(positions), "skipped": skipped}
 
 # %% ../nbs/13_engine.ipynb #259c9c20
 def _all_shares(part: dict) -> list:
@@ -201,14 +205,14 @@ def _all_shares(part: dict) -> list:
 def extract_features(
     encode,  # a function: preprocessed batch float32 [B, 3, H, W] -> features [B, D]
     loader: BatchLoader,  # the images (this rank's share of them, under a distributed launch)
-) -> dict:  # `features` [N, D] float32, `labels`, `unique_ids` (or None) and the `skipped` images
-    "The features by `encode` of all ranks' images of `loader`, in order, their labels and ids, and what was skipped."
+) -> dict:  # `features` [N, D] float32, `labels`, `unique_ids` (or None), `positions` and the `skipped` images
+    "The features by `encode` of all ranks' images of `loader`, in order, their labels, ids, positions in the list."
     parts = _all_shares(_extract_share(encode, loader))
     kept = [p for p in parts if p["features"] is not None]
     if not kept: raise ValueError(f"no readable image in {loader!r}: {sum(len(p['skipped']) for p in parts)} left out")
     ids = _concat([p["unique_ids"] for p in kept]) if kept[0]["unique_ids"] is not None else None
-    return {"features": _concat([p["features"] for p in kept]), "labels": _concat([p["labels"] for p in kept]),
-            "unique_ids": ids, "skipped": [s for p in parts for s in p["skipped"]]}
+    joined = {key: _concat([p[key] for p in kept]) for key in ("features", "labels", "positions")}
+    return joined | {"unique_ids": ids, "skipped": [s for p in parts for s in p["skipped"]]}
 
 # %% ../nbs/13_engine.ipynb #ea4a59a6
 def metric_arguments(
@@ -225,6 +229,24 @@ def metric_arguments(
             metrics.append("mAP")
     return {"topk": topk or (1,), "metrics": tuple(metrics)}
 
+# %% ../nbs/13_engine.ipynb #77dfbf69
+def drop_leaks(
+    report: LeakReport,  # what `leaks.find_leaks` found in the label files
+    query: dict,  # `extract_features` of the query images
+    gallery: dict,  # of the gallery images: `query` itself when the query set is the gallery
+    query_ids, gallery_ids,  # their ids, or None
+) -> tuple:  # (query, gallery, query_ids, gallery_ids) without the leaked images
+    "The extracted features without the images `report` leaves out, and ids that leave shared images out."
+    same = gallery is query
+    keep_q, keep_g, shared_q, shared_g = leak_rows(report, query["positions"], None if same else gallery["positions"])
+    def kept(part, keep): return part | {k: part[k][keep] for k in ("features", "labels", "positions")}
+    query_kept = kept(query, keep_q)
+    gallery_kept = query_kept if same else kept(gallery, keep_g)
+    if shared_q is not None: return query_kept, gallery_kept, shared_q, shared_g
+    query_ids = None if query_ids is None else query_ids[keep_q]
+    gallery_ids = query_ids if same else None if gallery_ids is None else gallery_ids[keep_g]
+    return query_kept, gallery_kept, query_ids, gallery_ids
+
 # %% ../nbs/13_engine.ipynb #c5b1e24d
 def evaluate_retrieval(
     encode,  # a function: preprocessed batch -> features
@@ -233,15 +255,20 @@ def evaluate_retrieval(
     metric_eval: list = ({"Recallk": {"topk": [1, 5]}}, {"mAP": {}}),  # a checked `Metric.Eval` list
     normalize: bool = True,  # L2-normalise the features first (`Global.feature_normalize`)
     scorer=None,  # how pairs are scored (`rerank.KReciprocal()` for `Global.re_ranking`); None: cosine
-) -> dict:  # the metrics of `retrieval_metrics`, `num_skipped_images` and `skipped_images` (their paths)
+    leaks: LeakReport = None,  # leaks found in the label files (`leaks.find_leaks`); None: none looked for
+    leak_check: str = "exclude",  # `Global.leak_check`: leave leaks out ("exclude"), only count them ("warn"), "ignore"
+) -> dict:  # the metrics of `retrieval_metrics`, `num_skipped_images`, `skipped_images` (paths), leak counts
     "Retrieval metrics of the query loader's images against the gallery's (`None`: the query set is the gallery)."
     query = extract_features(encode, query_loader)
     gallery = query if gallery_loader is None else extract_features(encode, gallery_loader)
     q_ids, g_ids = query["unique_ids"], gallery["unique_ids"]
     if gallery is query and q_ids is None:  # each image its own id, so that it is not its own first match
         q_ids = g_ids = np.arange(len(query["labels"]))
+    if leaks is not None and leak_check == "exclude":
+        query, gallery, q_ids, g_ids = drop_leaks(leaks, query, gallery, q_ids, g_ids)
     out = retrieval_metrics(query["features"], gallery["features"], query["labels"], gallery["labels"], q_ids, g_ids,
-                            normalize=normalize, scorer=scorer, **metric_arguments(metric_eval))
+                            normalize=normalize, scorer=scorer, leaks=leak_check, **metric_arguments(metric_eval))
+    out |= {} if leaks is None or leak_check == "ignore" else leaks.counts(leak_check)
     skipped = query["skipped"] + ([] if gallery is query else gallery["skipped"])
     return out | {"num_skipped_images": len(skipped), "skipped_images": [p for _, p, _ in skipped]}
 
@@ -272,11 +299,13 @@ def evaluate_pixels(query_entry: dict, # A checked `DataLoader.Eval.Query`
                     size: int = 16, # Side of the square the images are resized to (`Global.baseline_pixel_size`)
                     seed: int = 0, # Seed of the loaders (the pixel transforms draw nothing)
                     scorer=None, # How pairs are scored, as the model's are (`evaluate_retrieval`)
+                    leaks: LeakReport = None, # Leaks to leave out, as the model's are (`evaluate_retrieval`)
+                    leak_check: str = "exclude", # As `evaluate_retrieval`
                    ) -> dict:
     "Retrieval metrics of raw pixels compared by cosine, on the images, labels and unique ids of the two entries."
     query = build_loader(pixel_entry(query_entry, size), seed, on_error="skip")
     gallery = None if gallery_entry is None else build_loader(pixel_entry(gallery_entry, size), seed, on_error="skip")
-    return evaluate_retrieval(pixel_encoder, query, gallery, metric_eval, normalize=True, scorer=scorer)
+    return evaluate_retrieval(pixel_encoder, query, gallery, metric_eval, True, scorer, leaks, leak_check)
 
 # %% ../nbs/13_engine.ipynb #0702b46a
 HEADLINE = ("recall1", "recall5", "mAP")
@@ -508,6 +537,27 @@ def _logger(self: Engine) -> logging.Logger:
         log.addHandler(handler)
     return log
 
+# %% ../nbs/13_engine.ipynb #6687f0e2
+def _label_file(entry: dict):  # a `data.LabelFile`
+    "The label file of a checked `DataLoader` entry, read as its data set reads it."
+    return DATASETS.build(dict(entry["dataset"])).label_file
+
+# %% ../nbs/13_engine.ipynb #56bb5ed4
+@patch
+def leak_report(self: Engine) -> LeakReport:
+    "Leaks between the training list and the evaluation lists (`leaks.find_leaks`): logged, and warned about."
+    evaluation, train_entry = self.config["DataLoader"]["Eval"], self.config["DataLoader"].get("Train")
+    try: train = None if train_entry is None else _label_file(train_entry)
+    except (OSError, ValueError) as e: train, why = None, f"the training list cannot be read ({e})"
+    else: why = None
+    same = evaluation["Gallery"] == evaluation["Query"]
+    report = find_leaks(train, _label_file(evaluation["Query"]), None if same else _label_file(evaluation["Gallery"]))
+    if why:  # instead of find_leaks's "no training list"
+        report.not_checked = [f"shared classes and copies of training images: {why}", *report.not_checked[1:]]
+    for line in report.lines(self.config["Global"]["leak_check"]): self.log.info(f"leak check: {line}")
+    if self.rank == 0: warn_leaks(report, self.config["Global"]["leak_check"])  # evaluations count what they leave out
+    return report
+
 # %% ../nbs/13_engine.ipynb #229888c6
 @patch
 def _build_eval_loaders(self: Engine):
@@ -516,6 +566,7 @@ def _build_eval_loaders(self: Engine):
     self.query_loader = build_loader(evaluation["Query"], self.seed, on_error="skip")
     same = evaluation["Gallery"] == evaluation["Query"]  # then it is extracted once
     self.gallery_loader = None if same else build_loader(evaluation["Gallery"], self.seed, on_error="skip")
+    self.leaks = None if self.config["Global"]["leak_check"] == "ignore" else self.leak_report()
 
 # %% ../nbs/13_engine.ipynb #7ec19ba5
 @patch
@@ -684,7 +735,7 @@ def model_metrics(
         encode = self.exported_encoder(stack, g["retrieval_feature_from"], model) if exported else None
         return evaluate_retrieval(encode or dygraph_encoder(model, g["retrieval_feature_from"]), self.query_loader,
                                   self.gallery_loader, self.config["Metric"]["Eval"], g["feature_normalize"],
-                                  self.scorer)
+                                  self.scorer, self.leaks, g["leak_check"])
 
 # %% ../nbs/13_engine.ipynb #683cde6b
 @patch
@@ -716,7 +767,7 @@ def pixel_baseline(self: Engine) -> dict:  # the metrics of `evaluate_pixels`
         evaluation, size = self.config["DataLoader"]["Eval"], self.config["Global"]["baseline_pixel_size"]
         gallery = None if evaluation["Gallery"] == evaluation["Query"] else evaluation["Gallery"]  # as the loaders
         self.pixel_metrics = evaluate_pixels(evaluation["Query"], gallery, self.config["Metric"]["Eval"], size,
-                                             self.seed, self.scorer)
+                                             self.seed, self.scorer, self.leaks, self.config["Global"]["leak_check"])
         shown = {k: v for k, v in self.pixel_metrics.items() if k != "skipped_images"}
         self.record("baseline", name="raw pixels", pixel_size=size, **shown)
     return self.pixel_metrics

@@ -77,7 +77,7 @@ def compare_network_gradients(layer_class, paddle_forward, min_layers: int) -> d
 
 @pytest.fixture(scope="session")
 def icons(shared, tmp_path_factory):
-    "(features [5031, 512], labels) of the icons test set: PaddleClas's reference weights, exported at 64x64."
+    "(features [5031, 512], labels, paths) of the icons test set: PaddleClas's reference weights, exported at 64x64."
     from feature_extraction.export import export_model
     from feature_extraction.inference import FeatureExtractor, collect_inputs, preprocess_ops
     from feature_extraction.model import build_model, load_weights
@@ -90,4 +90,17 @@ def icons(shared, tmp_path_factory):
     images = collect_inputs([shared / "datasets/icons/test_list.txt"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return FeatureExtractor(model_dir, "cpu", 2, 64)(images.paths), images.labels
+        return FeatureExtractor(model_dir, "cpu", 2, 64)(images.paths), images.labels, images.paths
+
+
+def demo_train_arguments(output_dir, *overrides, data: Path = None) -> list:
+    "`fe_train` (or `fe_eval`) arguments for the demo config on the lists in `data` (the bundled demo data)."
+    from feature_extraction.data import demo_data
+    config, data = demo_data().parent / "demo.yaml", demo_data() if data is None else data
+    arguments = ["-c", str(config), "-o", f"Global.output_dir={output_dir}",
+                 f"DataLoader.Train.dataset.image_root={data}",
+                 f"DataLoader.Train.dataset.cls_label_path={data / 'train_list.txt'}"]
+    for part in ("Query", "Gallery"):
+        arguments += [f"DataLoader.Eval.{part}.dataset.image_root={data}",
+                      f"DataLoader.Eval.{part}.dataset.cls_label_path={data / 'test_list.txt'}"]
+    return arguments + list(overrides)

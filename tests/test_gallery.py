@@ -5,32 +5,12 @@ the previous version current and loadable.
 nbs/14_gallery.ipynb explains the design."""
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
 
 from feature_extraction.gallery import Gallery, Item
-from feature_extraction.inference import FeatureExtractor, collect_inputs, preprocess_ops
-from feature_extraction.export import export_model
 from feature_extraction.metrics import knn
-from feature_extraction.model import build_model, load_weights
-
-
-@pytest.fixture(scope="module")
-def icons(shared, tmp_path_factory):
-    "(features [5031, 512], labels, paths) of the icons test set."
-    arch = {"name": "RecModel", "Backbone": {"name": "PPLCNetV2_base_ShiTu"}, "BackboneStopLayer": {"name": "flatten"},
-            "Neck": {"name": "BNNeck", "num_features": 512}}
-    model = build_model(arch)
-    load_weights(model, shared / "reference/paddleclas/recmodel.pdparams")
-    model_dir = export_model(model.eval(), tmp_path_factory.mktemp("gallery") / "model",
-                             preprocess_ops({"Global": {"image_shape": [3, 64, 64]}}))
-    images = collect_inputs([shared / "datasets/icons/test_list.txt"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        feats = FeatureExtractor(model_dir, "cpu", 2, 64)(images.paths)
-    return feats, images.labels, images.paths
 
 
 def recall_at_10(got: np.ndarray, exact: np.ndarray) -> float:

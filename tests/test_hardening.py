@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import grey_png
+from conftest import demo_train_arguments, grey_png
 from feature_extraction.backbone import read_weights
 from feature_extraction.cli import fe_eval, fe_export, fe_extract, fe_index, fe_search, fe_train
 from feature_extraction.core import file_digest
@@ -18,18 +18,6 @@ from feature_extraction.engine import load_checkpoint
 from feature_extraction.data import demo_data
 from feature_extraction.gallery import Gallery, gallery_lock
 from feature_extraction.inference import FeatureExtractor
-
-
-def demo_train_arguments(output_dir, *overrides) -> list:
-    "`fe_train` arguments for the bundled demo data, writing to `output_dir`."
-    data = demo_data()
-    arguments = ["-c", str(data.parent / "demo.yaml"), "-o", f"Global.output_dir={output_dir}",
-                 f"DataLoader.Train.dataset.image_root={data}",
-                 f"DataLoader.Train.dataset.cls_label_path={data / 'train_list.txt'}"]
-    for part in ("Query", "Gallery"):
-        arguments += [f"DataLoader.Eval.{part}.dataset.image_root={data}",
-                      f"DataLoader.Eval.{part}.dataset.cls_label_path={data / 'test_list.txt'}"]
-    return arguments + list(overrides)
 
 
 def test_class_num_smaller_than_the_labels_is_one_clear_error(tmp_path, capsys):

@@ -12,8 +12,8 @@ def test_metrics_import_without_paddle():
     # sys.modules[name] = None makes any `import paddle` fail, as if PaddlePaddle were not installed
     r = run_python("import sys; sys.modules['paddle'] = None\n"
                    "import feature_extraction, feature_extraction.metrics as m\n"
-                   "import numpy as np; x = np.eye(3)\n"
-                   "print(m.retrieval_metrics(x, x, [0, 0, 1], [0, 0, 1], topk=1)['recall1'])")
+                   "import numpy as np; x = np.array([[1, 0], [1, 0.1], [0, 1]]); ids = [0, 1, 2]\n"
+                   "print(m.retrieval_metrics(x, x, [0, 0, 1], [0, 0, 1], ids, ids, topk=1)['recall1'])")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "1.0"
 

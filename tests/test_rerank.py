@@ -30,14 +30,14 @@ def test_paddleclas_results(shared):
 
 
 def test_icons_features_equal_the_published_algorithm(icons):
-    feats, _ = icons
+    feats, _, _ = icons
     query, gallery = feats[:150], feats[1000:1400]
     ours = ReRanker(KReciprocal(), query, gallery, 2).block()
     np.testing.assert_allclose(ours, reference_re_ranking(query, gallery), rtol=0, atol=1e-6)
 
 
 def test_icons_metrics_with_and_without_reranking(icons):
-    feats, labels = icons
+    feats, labels, _ = icons
     ids = np.arange(len(labels))  # query set == gallery set: each image is left out of its own results
     runs = {"cosine": None, "k-reciprocal (20, 6, 0.3)": KReciprocal(), "average query expansion (10, 3)":
             AverageQueryExpansion()}
