@@ -244,7 +244,7 @@ BAD_VALUES = [  # override, key path, the value as quoted, what is allowed
      "one of 'features', 'backbone'"),
     ("Global.re_ranking=1", "Global.re_ranking", "1 (int)", "true or false"),
     ("Global.feature_binarize=floor", "Global.feature_binarize", "'floor' (str)", "null or one of 'sign', 'round'"),
-    ("Global.leak_check=off", "Global.leak_check", "'off' (str)", "one of 'exclude', 'warn', 'ignore'"),
+    ("Global.leak_check=drop", "Global.leak_check", "'drop' (str)", "one of 'exclude', 'warn', 'ignore'"),
     ("Global.use_dali=true", "Global.use_dali", "True (bool)", "false (DALI is not supported"),
     ("Global.image_shape=[224, 224]", "Global.image_shape", "[224, 224] (list)", "[channels, height, width]"),
     ("Global.image_shape=[3, 0, 224]", "Global.image_shape", "[3, 0, 224] (list)", "three integers >= 1"),
