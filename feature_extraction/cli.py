@@ -20,6 +20,7 @@ from .config import load_config
 from .gallery import (Gallery, GalleryError, current_version, gallery_images, gallery_info,
                                         gallery_lock, new_gallery)
 from .inference import Extraction, FeatureExtractor, collect_inputs, import_paddle, installed
+from .shards import merge_shards, parse_shard, wait_for_shards, write_embeddings
 
 # %% ../nbs/18_cli.ipynb #b3ff64a4
 def _with_paddle(
@@ -173,28 +174,59 @@ def fe_export(
     "Command line: export weights as an inference model (`fe_export -c CONFIG -o Global.pretrained_model=PATH`)."
     return _report(_export, export_parser().parse_args(argv))
 
+# %% ../nbs/18_cli.ipynb #b4b1696b
+def _shard_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    "`fe_extract`'s options for shards, merges and the embeddings layout."
+    parser.add_argument("--shard", metavar="I/N", help="extract only shard I of N (from 0) into OUT/shard-I-of-N; "
+                        "auto: the shard of paddle.distributed.launch or of a Slurm job array")
+    parser.add_argument("--merge", nargs="?", const="", metavar="OUT", help="with --shard: shard 0 waits for the "
+                        "others, then merges them; alone, --merge OUT merges the finished shards of OUT")
+    parser.add_argument("--wait-hours", type=float, default=24.0, help="how long --merge waits for the other shards")
+    parser.add_argument("--layout", choices=("features", "embeddings"), default="features",
+                        help="embeddings: also write OUT/embeddings/img_emb/*.npy and metadata/*.parquet (pyarrow)")
+    return parser
+
 # %% ../nbs/18_cli.ipynb #4a94213b
-def extract_parser() -> argparse.ArgumentParser:  # `fe_extract MODEL_DIR INPUTS... -o OUT [...]`
+def extract_parser() -> argparse.ArgumentParser:  # `fe_extract MODEL_DIR INPUTS... -o OUT [...]`, `--merge OUT`
     "The arguments of `fe_extract`."
-    parser = argparse.ArgumentParser(prog="fe_extract",
-                                     description="Extract L2-normalised features with an exported model.")
-    parser.add_argument("model_dir", help="a folder written by fe_export (or a PaddleClas inference package)")
-    add_options(parser, "inputs")
-    parser.add_argument("-o", "--output", required=True, help="output folder: features.npy, index.tsv, failed.tsv")
+    parser = argparse.ArgumentParser(prog="fe_extract", usage="%(prog)s [-h] MODEL_DIR INPUTS... -o OUT [options]\n"
+                                     "       %(prog)s --merge OUT", description="Extract L2-normalised features "
+                                     "with an exported model.")
+    parser.add_argument("model_dir", nargs="?", help="a folder written by fe_export (or a PaddleClas inference "
+                        "package)")
+    add_options(parser, "inputs", inputs={"nargs": "*"})
+    parser.add_argument("-o", "--output", help="output folder: features.npy, index.tsv, failed.tsv")
     add_options(parser, "image_root", "batch_size")
     parser.add_argument("--chunk-size", type=int, default=4096)
     add_options(parser, "device", "num_threads")
     parser.add_argument("--backend", choices=("auto", "paddle", "onnx"), default="auto")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run into the same folder")
     parser.add_argument("--print", action="store_true", help="print each feature as PaddleClas's predict_rec.py does")
-    return parser
+    return _shard_options(parser)
 
 # %% ../nbs/18_cli.ipynb #341f017a
+def _extracted(job: Extraction, args, shard: tuple):
+    "After a run's `finish`: its part of the embeddings layout, and with `--merge` (shard 0) the merge."
+    if args.layout == "embeddings": write_embeddings(job.out_dir, job.root/"embeddings", shard[0] if shard else 0)
+    if args.merge is None or shard is None or shard[0] != 0: return
+    def say(message): print(message, file=sys.stderr, flush=True)
+    wait_for_shards(job.root, args.wait_hours * 3600, on_wait=say)
+    counts = merge_shards(job.root)
+    print(f"merged {shard[1]} shards: {counts['features']} features of {counts['images']} images in "
+          f"{job.root / 'features.npy'}; {counts['failed']} unreadable (failed.tsv)")
+
+# %% ../nbs/18_cli.ipynb #8f5486b8
 def _extract(args) -> int:
     "The work of `fe_extract`."
+    if args.model_dir is None:  # `fe_extract --merge OUT`
+        counts = merge_shards(args.merge)
+        print(f"{counts['features']} features of {counts['images']} images in {Path(args.merge) / 'features.npy'}; "
+              f"{counts['failed']} unreadable (failed.tsv)")
+        return 0
+    shard = None if args.shard is None else parse_shard(args.shard)
     images = collect_inputs(args.inputs, args.image_root)
     extractor = FeatureExtractor(args.model_dir, args.device, args.num_threads, args.batch_size, args.backend)
-    job = Extraction(extractor, images, args.output, args.chunk_size)
+    job = Extraction(extractor, images, args.output, args.chunk_size, shard)
     if args.resume and job.complete:
         print(f"{job.out_dir} is complete: nothing to resume")
         return 0
@@ -207,13 +239,21 @@ def _extract(args) -> int:
     counts = job.finish()
     print(f"{counts['features']} features of {counts['images']} images in {job.out_dir / 'features.npy'}; "
           f"{counts['failed']} unreadable (failed.tsv)", file=sys.stderr if args.print else sys.stdout)
+    _extracted(job, args, shard)
     return 0
 
+# %% ../nbs/18_cli.ipynb #1a7b9163
 def fe_extract(
     argv: list = None,  # the arguments (None: the command line's)
 ) -> int:  # the exit status
     "Command line: features of images, folders and label files into OUT (features.npy, index.tsv, failed.tsv)."
-    return _report(_extract, extract_parser().parse_args(argv))
+    parser = extract_parser()
+    args = parser.parse_args(argv)
+    if args.model_dir is None and not args.merge:
+        parser.error("give MODEL_DIR INPUTS... -o OUT, or --merge OUT")
+    if args.model_dir is not None and (not args.inputs or args.output is None):
+        parser.error("the following arguments are required: INPUTS and -o/--output")
+    return _report(_extract, args)
 
 # %% ../nbs/18_cli.ipynb #954be179
 def _index_command(commands, name: str, summary: str, images: bool = False, required_model: bool = False):

@@ -6,7 +6,7 @@
 __all__ = ['INFERENCE_FILES', 'PADDLECLAS_PREPROCESS', 'IMAGE_EXTENSIONS', 'preprocess_ops', 'inference_pipeline',
            'model_fingerprint', 'installed', 'import_paddle', 'check_batch', 'PaddlePredictor', 'OnnxPredictor',
            'read_inference_yml', 'resolve_device', 'open_predictor', 'find_images', 'ImageList', 'FeatureExtractor',
-           'as_inputs', 'collect_inputs', 'write_tsv', 'read_tsv', 'Extraction']
+           'as_inputs', 'collect_inputs', 'write_tsv', 'read_tsv', 'check_shard', 'shard_folder', 'Extraction']
 
 # %% ../nbs/12_inference.ipynb #dd26ccbb
 import csv
@@ -447,6 +447,21 @@ def read_tsv(
     "The rows (lists of strings) of a file written by `write_tsv`, without its header."
     with open(path, encoding="utf-8", newline="") as f: return list(csv.reader(f, delimiter="\t"))[1:]
 
+# %% ../nbs/12_inference.ipynb #19de2890
+def check_shard(
+    shard,  # (index, count): shard `index` of `count`, from 0
+) -> tuple:  # (index, count) as ints
+    "A shard (index, count) with 0 <= index < count, or a clear error."
+    index, count = shard
+    count = check_int(count, "shard count")
+    if check_int(index, "shard index", 0) >= count:
+        raise ValueError(f"shard index {index} must be less than the shard count {count} (shards are 0..{count - 1})")
+    return int(index), count
+
+def shard_folder(index: int, count: int) -> str:  # e.g. "shard-00001-of-00004"
+    "The folder of shard `index` of `count`, inside the output folder."
+    return f"shard-{index:05d}-of-{count:05d}"
+
 # %% ../nbs/12_inference.ipynb #f0510242
 class Extraction:
     "`fe_extract`'s work: the features of an `ImageList` into `out_dir`, chunk by chunk, resumable."
@@ -456,18 +471,33 @@ class Extraction:
         images: ImageList,  # the images, in the order of the output's rows
         out_dir,  # the output folder: new, empty, or holding this same extraction (to resume)
         chunk_size: int = 4096,  # images per chunk: the most an interruption loses
+        shard: tuple = None,  # (index, count): only that part of the chunks, into `out_dir/shard-I-of-N`
     ):
-        self.fx, self.images, self.out_dir = extractor, images, Path(out_dir)
-        self.chunk_size = check_int(chunk_size, "chunk_size")
+        self.fx, self.images, self.root = extractor, images, Path(out_dir)
+        self.chunk_size, self.shard = check_int(chunk_size, "chunk_size"), shard and check_shard(shard)
+        self.out_dir = self.root if shard is None else self.root/shard_folder(*self.shard)
         self.chunks = self.out_dir/"chunks"
         inputs = hashlib.sha256("\n".join(images.paths).encode()).hexdigest()
         self.manifest = {"model": str(extractor.model_dir), "fingerprint": extractor.fingerprint, "images": len(images),
                          "inputs": inputs, "chunk_size": self.chunk_size, "version": __version__}
+        if shard is not None: self.manifest["shard"] = list(self.shard)
 
-    num_chunks = property(lambda self: -(-len(self.images) // self.chunk_size))
-    complete = property(lambda self: (self.out_dir/"features.npy").exists() and not self.chunks.exists())
-    def chunk_file(self, k: int) -> Path: return self.chunks/f"{k:06d}.npz"
-    def span(self, k: int) -> range: return range(k * self.chunk_size, min((k + 1) * self.chunk_size, len(self.images)))
+# %% ../nbs/12_inference.ipynb #2f621e46
+Extraction.num_chunks = property(lambda self: -(-len(self.images) // self.chunk_size))
+Extraction.complete = property(lambda self: (self.out_dir/"features.npy").exists() and not self.chunks.exists())
+
+@patch
+def chunk_file(self: Extraction, k: int) -> Path: return self.chunks/f"{k:06d}.npz"
+
+@patch
+def span(self: Extraction, k: int) -> range:  # the images of chunk `k`
+    return range(k * self.chunk_size, min((k + 1) * self.chunk_size, len(self.images)))
+
+@patch(as_prop=True)
+def chunk_range(self: Extraction) -> range:  # the chunks of this run: all, or the shard's contiguous part
+    if self.shard is None: return range(self.num_chunks)
+    index, count = self.shard
+    return range(index * self.num_chunks // count, (index + 1) * self.num_chunks // count)
 
 # %% ../nbs/12_inference.ipynb #39237e90
 @patch
@@ -477,7 +507,8 @@ def _check_resumable(self: Extraction, path: Path, resume: bool):
         raise FileExistsError(f"{self.out_dir} already holds an extraction: add --resume to continue it, "
                               "or choose another folder")
     old = json.loads(path.read_text())
-    differ = [k for k in ("fingerprint", "inputs", "images", "chunk_size") if old.get(k) != self.manifest[k]]
+    compared = ("fingerprint", "inputs", "images", "chunk_size", "shard")
+    differ = [k for k in compared if old.get(k) != self.manifest.get(k)]
     if differ:
         raise ValueError(f"cannot resume {self.out_dir}: the run differs in {', '.join(differ)} (another model, "
                          "other inputs or another --chunk-size); use another folder")
@@ -489,13 +520,15 @@ def prepare(
 ) -> list:  # the chunks still to do
     "Check the output folder for this run (`resume`: continue the same run); return the chunks still to do."
     path = self.out_dir/"extract.json"
+    if self.shard is not None and (self.root/"extract.json").exists():
+        raise FileExistsError(f"{self.root} holds a whole extraction: shards go into a new folder")
     if path.exists():
         self._check_resumable(path, resume)
     elif self.out_dir.exists() and any(self.out_dir.iterdir()):
         raise FileExistsError(f"{self.out_dir} is not empty and holds no extraction: choose another folder")
     self.chunks.mkdir(parents=True, exist_ok=True)
     if not path.exists(): write_atomic(path, json.dumps(self.manifest, indent=2))
-    return [k for k in range(self.num_chunks) if not self.chunk_file(k).exists()]
+    return [k for k in self.chunk_range if not self.chunk_file(k).exists()]
 
 # %% ../nbs/12_inference.ipynb #bfef0b00
 @patch
@@ -534,9 +567,9 @@ def run(
     "Extract the chunks `todo`, saving each as soon as it is complete."
     batches, owner = self._batches(todo)
     last = {k: j for j, k in enumerate(owner)}  # the batch that completes each chunk
-    done = len(self.images) - sum(len(self.span(k)) for k in todo)
-    parts = []
-    with progress_bar(total=len(self.images), initial=done, unit="img", desc="features", disable=not progress) as bar:
+    total = sum(len(self.span(k)) for k in self.chunk_range)
+    done, parts = total - sum(len(self.span(k)) for k in todo), []
+    with progress_bar(total=total, initial=done, unit="img", desc="features", disable=not progress) as bar:
         for j, (batch, feats) in enumerate(self.fx.extract(self.images, batches)):
             parts.append((batch.indices, feats, batch.skipped))
             if on_features is not None: on_features(batch, feats)
@@ -558,12 +591,13 @@ def _index_table(images: ImageList, kept: list) -> tuple:
 @patch
 def finish(self: Extraction) -> dict:  # the numbers of images, of features and of images left out
     "Join the chunks into `features.npy`, `index.tsv` and `failed.tsv`, remove them; return counts."
-    loaded = [np.load(self.chunk_file(k)) for k in range(self.num_chunks)]
-    kept = np.concatenate([c["indices"] for c in loaded]).astype(np.int64)
-    feats = np.concatenate([c["features"] for c in loaded]).astype(np.float32).reshape(len(kept), -1)
+    loaded = [np.load(self.chunk_file(k)) for k in self.chunk_range]
+    kept = np.concatenate([np.zeros(0, np.int64)] + [c["indices"] for c in loaded]).astype(np.int64)
+    feats = np.concatenate([np.zeros((0, self.fx.feature_size), np.float32)] + [c["features"] for c in loaded])
     failed = [(int(i), str(r)) for c in loaded for i, r in zip(c["failed_indices"], c["failed_reasons"])]
-    write_atomic(self.out_dir/"features.npy", lambda f: np.save(f, feats))
+    write_atomic(self.out_dir/"features.npy", lambda f: np.save(f, feats.astype(np.float32).reshape(len(kept), -1)))
     write_tsv(self.out_dir/"index.tsv", *_index_table(self.images, kept.tolist()))
     write_tsv(self.out_dir/"failed.tsv", ["path", "reason"], [[self.images.paths[i], r] for i, r in failed])
     shutil.rmtree(self.chunks)
-    return {"images": len(self.images), "features": len(kept), "failed": len(failed)}
+    images = sum(len(self.span(k)) for k in self.chunk_range)
+    return {"images": images, "features": len(kept), "failed": len(failed)}
