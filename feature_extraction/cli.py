@@ -20,6 +20,7 @@ from .config import load_config
 from .gallery import (Gallery, GalleryError, current_version, gallery_images, gallery_info,
                                         gallery_lock, new_gallery)
 from .inference import Extraction, FeatureExtractor, collect_inputs, import_paddle, installed
+from .large import build_from_features
 from .shards import merge_shards, parse_shard, wait_for_shards, write_embeddings
 
 # %% ../nbs/18_cli.ipynb #b3ff64a4
@@ -275,7 +276,9 @@ def index_parser() -> argparse.ArgumentParser:  # `fe_index build|add|remove|inf
     commands = parser.add_subparsers(dest="command", required=True)
     build = _index_command(commands, "build", "a new gallery from images (--model) or from fe_extract's output "
                            "(--features)", images=True)
-    build.add_argument("--features", help="an fe_extract output folder, instead of --model and images")
+    build.add_argument("--features", help="an fe_extract output folder (whole, or its shards), instead of --model "
+                       "and images")
+    build.add_argument("--workers", type=int, default=1, help="IVF indexes: threads that fill copies of the index")
     build.add_argument("--index-type", default="auto",
                        help="Flat, IVF<n>,Flat, HNSW<m>, IVF<n>,PQ<m>, BFlat, BIVF<n> (binary), or auto (by size)")
     build.add_argument("--rescore", type=int, metavar="N", help="IVF-PQ and binary: candidates per answer re-scored "
@@ -331,8 +334,11 @@ def _build(args) -> str:
     with gallery_lock(root, on_wait=_waiting(root)):
         if (root/"CURRENT").exists() and not args.overwrite:
             raise FileExistsError(f"{root} already holds a gallery: use `fe_index add`, or --overwrite to replace it")
-        count = len(images) if images is not None else 0
-        gallery = new_gallery(extractor, count, args.features, args.index_type, args.num_threads, args.rescore)
+        if args.features:  # a block at a time, from a whole or sharded extraction (`large`)
+            counts = build_from_features(root, args.features, args.index_type, args.num_threads, args.workers,
+                                         args.rescore, args.overwrite)
+            return f"{_counts_said(counts)}; gallery {root}: {Gallery.load(root)!r}"
+        gallery = new_gallery(extractor, len(images), None, args.index_type, args.num_threads, args.rescore)
         said = _counts_said(_add(gallery, args, extractor, images))
         gallery.save(root, overwrite=args.overwrite)
     return f"{said}; gallery {root}: {gallery!r}"

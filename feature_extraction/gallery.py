@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['INDEX_TYPES', 'BINARY_FAMILIES', 'FORMAT_VERSION', 'METRIC', 'LOCK_FILE', 'parse_index_type', 'default_index_type',
-           'set_search_breadth', 'make_index', 'index_codes', 'index_lists', 'Item', 'Gallery', 'SearchResults',
-           'clone_index', 'GalleryError', 'gallery_lock', 'current_version', 'threshold_curve', 'read_gallery_list',
-           'gallery_images', 'new_gallery', 'gallery_info']
+           'set_search_breadth', 'make_index', 'index_codes', 'index_lists', 'Gallery', 'SearchResults', 'clone_index',
+           'GalleryError', 'gallery_lock', 'current_version', 'threshold_curve', 'read_gallery_list', 'gallery_images',
+           'new_gallery', 'gallery_info']
 
 # %% ../nbs/14_gallery.ipynb #67a6a17d
 import contextlib
@@ -32,6 +32,7 @@ from .core import check_int, file_digest, replace_dir_atomic, resolve_num_thread
 from .core import progress as progress_bar  # `add_images` has a switch called `progress`
 from .data import is_comment
 from .binary import feature_bits
+from .items import Item, ItemTable
 from .inference import ImageList, collect_inputs, read_tsv
 from .metrics import knn, l2_normalize
 from .rerank import AverageQueryExpansion, KReciprocal
@@ -125,15 +126,6 @@ def index_lists(index) -> int:  # the lists of an IVF index (float or binary); 0
     inner = faiss.downcast_index(index.index)
     return inner.nlist if isinstance(inner, faiss.IndexIVF) else 0
 
-# %% ../nbs/14_gallery.ipynb #dd014b1e
-@dataclass
-class Item:
-    "The metadata of one gallery vector."
-    path: str  # the image's path
-    label: str = ""  # its label, any text ("": none)
-    sha256: str = ""  # SHA-256 of the image file, to tell a changed file ("": not known)
-    extra: dict = None  # any other columns, saved as JSON
-
 # %% ../nbs/14_gallery.ipynb #b3b93b29
 class Gallery:
     "Features with stable int64 ids and metadata, searched through a faiss index by inner product (cosine)."
@@ -155,7 +147,7 @@ class Gallery:
         self.rescore = check_int(rescore, "rescore", 0)
         self.num_threads = resolve_num_threads(num_threads)
         self.vectors, self.ids = np.zeros((0, self.feature_size), np.float32), np.zeros(0, np.int64)
-        self.items, self.next_id, self.threshold = {}, 0, None
+        self.items, self.next_id, self.threshold = ItemTable(), 0, None
         self.index, self.stale = None, set()  # ids still in an HNSW index but removed from the gallery
         self.saved_as = None  # (folder, version) this gallery was loaded from or last saved as: see `save`
 
@@ -194,7 +186,7 @@ def __len__(self: Gallery) -> int:
 @patch
 def labels(self: Gallery) -> set:  # the labels, as text
     "The distinct labels of the gallery's items."
-    return {it.label for it in self.items.values()}
+    return self.items.labels()
 
 @patch
 def __repr__(self: Gallery) -> str:
@@ -348,9 +340,7 @@ def select(
     labels=(),  # labels, compared as text
 ) -> np.ndarray:  # int64 ids, in increasing order
     "The gallery ids that are in `ids`, or whose path is in `paths`, or whose label is in `labels`."
-    ids, paths, labels = {int(i) for i in ids}, set(map(str, paths)), set(map(str, labels))
-    chosen = [i for i, it in self.items.items() if i in ids or it.path in paths or it.label in labels]
-    return np.array(chosen, np.int64)
+    return self.items.find(ids, paths, labels)
 
 # %% ../nbs/14_gallery.ipynb #6b666669
 @patch
@@ -386,30 +376,14 @@ def copy(self: Gallery) -> Gallery:
     "A gallery to change while this one is searched: its own items table, removed ids and faiss index."
     twin = object.__new__(Gallery)
     twin.__dict__.update(self.__dict__)
-    twin.items, twin.stale = dict(self.items), set(self.stale)
+    twin.items, twin.stale = self.items.copy(), set(self.stale)
     twin.index = clone_index(self.index) if self.index is not None else None
     return twin
 
 # %% ../nbs/14_gallery.ipynb #d063fa4d
-def _write_meta(items: dict, path: Path):
-    "The items, by id, into a new SQLite file."
-    rows = ((i, it.path, it.label, it.sha256, json.dumps(it.extra, ensure_ascii=False) if it.extra else None)
-            for i, it in items.items())
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, path TEXT NOT NULL, label TEXT NOT NULL, "
-                   "sha256 TEXT NOT NULL, extra TEXT)")
-        db.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?)", rows)
-    db.close()  # the `with` block commits, but leaves the connection open
-
-# %% ../nbs/14_gallery.ipynb #efacae53
-def _read_meta(path: Path) -> dict:
-    "The items of a metadata file, by id (the file opened read-only)."
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT id, path, label, sha256, extra FROM items").fetchall()
-    finally:
-        db.close()
-    return {i: Item(image, label, sha, json.loads(extra) if extra else None) for i, image, label, sha, extra in rows}
+def _write_meta(items: ItemTable, path: Path):
+    "The items into the new SQLite file `path` (`ItemTable.write`): what a crash test replaces."
+    items.write(path)
 
 # %% ../nbs/14_gallery.ipynb #0d07b984
 FORMAT_VERSION, METRIC = 1, "inner_product"
@@ -425,13 +399,18 @@ def header(self: Gallery) -> dict:  # format_version, library_version, feature_s
 # %% ../nbs/14_gallery.ipynb #37a8b36c
 @patch
 def _write_version(self: Gallery, folder: Path):
-    "The files of one version into `folder`: vectors, ids, the faiss index (if built), metadata, header."
+    "The files of one version into `folder`: vectors, ids, metadata, then the faiss index (if built) and header."
     np.save(folder/"vectors.npy", self.vectors)
     np.save(folder/"ids.npy", self.ids)
+    _write_meta(self.items, folder/"meta.sqlite")
+    self._write_index_and_header(folder)
+
+@patch
+def _write_index_and_header(self: Gallery, folder: Path):
+    "The faiss index (if built), then the header, which says the version is whole (`large` writes the rest)."
     if self.index is not None:
         write = faiss.write_index_binary if self.family in BINARY_FAMILIES else faiss.write_index
         write(self.index, str(folder/"index.faiss"))
-    _write_meta(self.items, folder/"meta.sqlite")
     (folder/"header.json").write_text(json.dumps(self.header() | {"stale": sorted(self.stale)}, indent=2))
 
 # %% ../nbs/14_gallery.ipynb #fb04d95b
@@ -531,6 +510,24 @@ def _check_saveable(self: Gallery, root: Path, overwrite: bool):
                            "writer saved it. Load it again, and hold `gallery_lock` from load to save")
 
 # %% ../nbs/14_gallery.ipynb #3b8cde89
+def _new_version(
+    root: Path,  # a gallery folder, whose lock the caller holds
+    write_files,  # `write_files(folder)` writes the files of the version into `folder`
+) -> str:  # the new version's name
+    "A new version made current atomically: written under a temporary name, moved into place, named by CURRENT."
+    version = _next_version(root)
+    tmp = root/f".{version}.{uuid.uuid4().hex[:6]}.tmp"
+    tmp.mkdir()
+    try:
+        write_files(tmp)
+        replace_dir_atomic(tmp, root/version)
+        write_atomic(root/"CURRENT", version)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _prune(root, keep=2)
+    return version
+
+# %% ../nbs/14_gallery.ipynb #dd1ca5d1
 @patch
 def save(
     self: Gallery,
@@ -542,17 +539,8 @@ def save(
     with gallery_lock(root):
         self._check_saveable(root, overwrite)
         if self.index is None and len(self) and self.family != "Flat": self.build_index()
-        version = _next_version(root)
-        tmp = root/f".{version}.{uuid.uuid4().hex[:6]}.tmp"
-        tmp.mkdir()
-        try:
-            self._write_version(tmp)
-            replace_dir_atomic(tmp, root/version)
-            write_atomic(root/"CURRENT", version)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        version = _new_version(root, self._write_version)
         self.saved_as = (os.path.realpath(root), version)
-        _prune(root, keep=2)
     return root/version
 
 # %% ../nbs/14_gallery.ipynb #95daebce
@@ -591,8 +579,8 @@ def _load_version(cls: Gallery, root, folder: Path, feature_size: int, fingerpri
     header = json.loads((folder/"header.json").read_text())
     _check_header(header, root, feature_size, fingerprint)
     gallery = cls(header["feature_size"], header["index_type"], header.get("fingerprint"), num_threads)
-    gallery.vectors, gallery.ids = np.load(folder/"vectors.npy"), np.load(folder/"ids.npy")
-    gallery.items, gallery.next_id = _read_meta(folder/"meta.sqlite"), header["next_id"]
+    gallery.vectors, gallery.ids = np.load(folder/"vectors.npy", mmap_mode="r"), np.load(folder/"ids.npy")
+    gallery.items, gallery.next_id = ItemTable(folder/"meta.sqlite"), header["next_id"]
     gallery.threshold, gallery.saved_as = header.get("threshold"), (os.path.realpath(root), folder.name)
     gallery.rescore = check_int(header.get("rescore", gallery.rescore), "rescore", 0)
     if (folder/"index.faiss").exists():
@@ -706,7 +694,7 @@ def _extraction_manifest(folder: Path) -> dict:
     "The `extract.json` of a finished `fe_extract` output folder; a GalleryError for any other folder."
     if not (folder/"extract.json").is_file():
         raise GalleryError(f"{folder} has no extract.json, so nothing tells which model made its features: give an "
-                           "output folder of fe_extract")
+                           "output folder of fe_extract (shards: fe_extract --merge, or fe_index build --features)")
     if not (folder/"features.npy").is_file() or (folder/"chunks").exists():
         raise GalleryError(f"{folder}: the extraction is not finished; finish it with fe_extract --resume")
     return json.loads((folder/"extract.json").read_text())
@@ -754,7 +742,7 @@ def _digests(paths: list) -> tuple:
 @patch
 def _sort_new(self: Gallery, paths: list, digests: list) -> dict:
     "Positions of `paths` (hashes `digests`, None: unreadable) by what adding them does; changed -> old id."
-    by_path = {it.path: (i, it.sha256) for i, it in self.items.items()}
+    by_path = self.items.by_path(paths)
     plan, seen = {"new": [], "changed": {}, "unchanged": [], "repeated": []}, set()
     for j, (path, digest) in enumerate(zip(paths, digests)):
         if digest is None: continue  # unreadable: `_digests` reported it

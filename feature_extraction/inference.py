@@ -6,7 +6,8 @@
 __all__ = ['INFERENCE_FILES', 'PADDLECLAS_PREPROCESS', 'IMAGE_EXTENSIONS', 'preprocess_ops', 'inference_pipeline',
            'model_fingerprint', 'installed', 'import_paddle', 'check_batch', 'PaddlePredictor', 'OnnxPredictor',
            'read_inference_yml', 'resolve_device', 'open_predictor', 'find_images', 'ImageList', 'FeatureExtractor',
-           'as_inputs', 'collect_inputs', 'write_tsv', 'read_tsv', 'check_shard', 'shard_folder', 'Extraction']
+           'as_inputs', 'collect_inputs', 'write_tsv', 'iter_tsv', 'read_tsv', 'check_shard', 'shard_folder',
+           'Extraction']
 
 # %% ../nbs/12_inference.ipynb #dd26ccbb
 import csv
@@ -441,11 +442,18 @@ def write_tsv(
     write_atomic(path, write)
 
 # %% ../nbs/12_inference.ipynb #6b249dd6
-def read_tsv(
+def iter_tsv(
     path,  # a file written by `write_tsv`
-) -> list:  # its rows, lists of strings, without the header
-    "The rows (lists of strings) of a file written by `write_tsv`, without its header."
-    with open(path, encoding="utf-8", newline="") as f: return list(csv.reader(f, delimiter="\t"))[1:]
+):  # its rows, lists of strings, without the header, one at a time
+    "The rows (lists of strings) of a file written by `write_tsv`, without its header, read as they are asked for."
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = csv.reader(f, delimiter="\t")
+        next(rows, None)
+        yield from rows
+
+def read_tsv(path) -> list:  # a file written by `write_tsv` -> its rows, without the header
+    "All the rows of a file written by `write_tsv`, without its header (`iter_tsv`, as a list)."
+    return list(iter_tsv(path))
 
 # %% ../nbs/12_inference.ipynb #19de2890
 def check_shard(

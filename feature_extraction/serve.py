@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import hmac
 import importlib.resources
+import itertools
 import json
 import queue
 import threading
@@ -307,7 +308,8 @@ def upload_path(
 # %% ../nbs/17a_serve.ipynb #045e7750
 def _add_new(gallery: Gallery, feats: np.ndarray, items: list) -> tuple:
     "(ids of `items`, whether any was new): an item whose path and label the gallery has keeps its id."
-    known = {(it.path, it.label): i for i, it in gallery.items.items()}
+    table = gallery.items
+    known = {(table[i].path, table[i].label): i for i in table.find(paths=[it.path for it in items]).tolist()}
     new = [j for j, it in enumerate(items) if (it.path, it.label) not in known]
     added = dict(zip(new, gallery.add(feats[new], [items[j] for j in new]).tolist())) if new else {}
     return [added[j] if j in added else known[(it.path, it.label)] for j, it in enumerate(items)], bool(new)
@@ -495,11 +497,14 @@ def _list_route(app: FastAPI, service: Service):
         "A page of items in id order, those of `label` or `path` if given: `{\"total\": n, \"items\": [...]}`."
         if offset < 0 or not 1 <= limit <= service.settings.max_page:
             raise HTTPException(422, f"offset must be >= 0 and limit from 1 to {service.settings.max_page}")
-        gallery = service.store.current()
-        chosen = sorted(i for i, it in gallery.items.items()
-                        if (label is None or it.label == label) and (path is None or it.path == path))
-        return {"total": len(chosen), "offset": offset,
-                "items": [_item_json(i, gallery.items[i]) for i in chosen[offset:offset + limit]]}
+        items = service.store.current().items
+        if label is None and path is None:  # every item: counted and paged without reading them all
+            total, page = len(items), list(itertools.islice(items, offset, offset + limit))
+        else:
+            chosen = [i for i in items.find(paths=[path] if path else (), labels=[label] if label else ()).tolist()
+                      if (label is None or items[i].label == label) and (path is None or items[i].path == path)]
+            total, page = len(chosen), chosen[offset:offset + limit]
+        return {"total": total, "offset": offset, "items": [_item_json(i, items[i]) for i in page]}
 
 # %% ../nbs/17a_serve.ipynb #9d3cd800
 def _item_route(app: FastAPI, service: Service):
