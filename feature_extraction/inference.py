@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['INFERENCE_FILES', 'PADDLECLAS_PREPROCESS', 'IMAGE_EXTENSIONS', 'preprocess_ops', 'inference_pipeline',
            'model_fingerprint', 'installed', 'import_paddle', 'check_batch', 'PaddlePredictor', 'OnnxPredictor',
-           'read_inference_yml', 'resolve_device', 'open_predictor', 'find_images', 'ImageList', 'FeatureExtractor',
-           'as_inputs', 'collect_inputs', 'write_tsv', 'iter_tsv', 'read_tsv', 'check_shard', 'shard_folder',
-           'Extraction']
+           'read_inference_yml', 'launched_gpu', 'resolve_device', 'open_predictor', 'find_images', 'ImageList',
+           'FeatureExtractor', 'as_inputs', 'collect_inputs', 'write_tsv', 'iter_tsv', 'read_tsv', 'check_shard',
+           'shard_folder', 'Extraction']
 
 # %% ../nbs/12_inference.ipynb #dd26ccbb
 import csv
@@ -159,7 +159,8 @@ def _onnx_session(model_file, device: str, num_threads):
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = resolve_num_threads(num_threads), 1
     options.log_severity_level = 3  # paddle2onnx leaves unused initializers, which onnxruntime reports one by one
-    providers = (["CUDAExecutionProvider"] if device.startswith("gpu") else []) + ["CPUExecutionProvider"]
+    cuda = [("CUDAExecutionProvider", {"device_id": int(device.partition(":")[2] or 0)})]
+    providers = (cuda if device.startswith("gpu") else []) + ["CPUExecutionProvider"]
     return ort.InferenceSession(str(model_file), options, providers=providers)
 
 # %% ../nbs/12_inference.ipynb #0a58e2d4
@@ -201,6 +202,14 @@ def read_inference_yml(
         raise ValueError(f"{path}: no PreProcess.transform_ops; re-export the model with fe_export")
     return meta
 
+# %% ../nbs/12_inference.ipynb #7a4a33a0
+def launched_gpu(
+    device: str,  # "gpu" or "gpu:N"
+) -> str:  # "gpu:N", the GPU paddle.distributed.launch gave this process, for a plain "gpu"; else `device`
+    "A plain `gpu` as the GPU that `paddle.distributed.launch` gave this process (`FLAGS_selected_gpus`), if it did."
+    selected = os.environ.get("FLAGS_selected_gpus", "")
+    return f"gpu:{selected}" if device == "gpu" and selected.isdigit() else device
+
 # %% ../nbs/12_inference.ipynb #5454e169
 def resolve_device(
     device: str = "auto",  # "auto", "cpu", "gpu" or "gpu:N"
@@ -211,11 +220,11 @@ def resolve_device(
         raise ValueError(f"device must be 'auto', 'cpu', 'gpu' or 'gpu:N', got {device!r}")
     if device == "cpu": return device
     cuda = installed("paddle") and import_paddle().device.is_compiled_with_cuda()
-    if device == "auto": return "gpu" if cuda else "cpu"
+    if device == "auto": return launched_gpu("gpu") if cuda else "cpu"
     if not cuda:
         raise ValueError(f"device={device!r}, but no PaddlePaddle with CUDA is installed: use device='cpu', "
                          "or install paddlepaddle-gpu")
-    return device
+    return launched_gpu(device)
 
 # %% ../nbs/12_inference.ipynb #6cf8c8c8
 def _no_model_error(folder: Path, backend: str) -> FileNotFoundError:

@@ -133,3 +133,32 @@ def test_shard_auto_outside_a_launcher_is_a_clear_error(setup, tmp_path, capsys,
                        *COMMON]) == 0
     assert (tmp_path / "x/shard-00001-of-00002/features.npy").exists()
     assert os.environ["SLURM_ARRAY_TASK_ID"] == "1"
+
+
+def test_gallery_from_shards_equals_gallery_from_the_merged_features(setup, tmp_path, capsys):
+    from feature_extraction.cli import fe_index
+    from feature_extraction.gallery import Gallery
+    out = tmp_path / "sharded"
+    for shard in ("0/3", "1/3", "2/3"):
+        assert fe_extract([str(setup["model"]), str(setup["list"]), "-o", str(out), "--shard", shard, *COMMON]) == 0
+    ivf = ["--index-type", "IVF4,Flat"]
+    assert fe_index(["build", str(tmp_path / "from_shards"), "--features", str(out), *ivf, "--workers", "2"]) == 0
+    assert fe_index(["build", str(tmp_path / "from_single"), "--features", str(setup["single"]), *ivf]) == 0
+    sharded, single = Gallery.load(tmp_path / "from_shards"), Gallery.load(tmp_path / "from_single")
+    assert len(sharded) == IMAGES and sharded.index_type == "IVF4,Flat"
+    np.testing.assert_array_equal(sharded.vectors, single.vectors)
+    assert list(sharded.items.items()) == list(single.items.items())
+    found, expected = sharded.search(single.vectors[:20], k=5), single.search(single.vectors[:20], k=5)
+    np.testing.assert_array_equal(found.ids, expected.ids)
+    np.testing.assert_array_equal(found.scores, expected.scores)
+    capsys.readouterr()
+    (out / "shard-00001-of-00003/chunks").mkdir()  # as if shard 1 were still running
+    assert fe_index(["build", str(tmp_path / "early"), "--features", str(out)]) == 1
+    assert "not every shard of 3 is finished: missing [], unfinished [1]" in capsys.readouterr().err
+    (out / "shard-00001-of-00003/chunks").rmdir()
+    features = out / "shard-00002-of-00003/features.npy"
+    features.write_bytes(features.read_bytes()[:-4])  # a row cut short
+    assert fe_index(["build", str(tmp_path / "cut"), "--features", str(out), *ivf]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {features} is truncated" in err, err
+    assert not (tmp_path / "cut" / "CURRENT").exists()
