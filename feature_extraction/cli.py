@@ -207,8 +207,7 @@ def extract_parser() -> argparse.ArgumentParser:  # `fe_extract MODEL_DIR INPUTS
 
 # %% ../nbs/18_cli.ipynb #341f017a
 def _extracted(job: Extraction, args, shard: tuple):
-    "After a run's `finish`: its part of the embeddings layout, and with `--merge` (shard 0) the merge."
-    if args.layout == "embeddings": write_embeddings(job.out_dir, job.root/"embeddings", shard[0] if shard else 0)
+    "After a run's `finish`: with `--merge`, shard 0 waits for the others and merges them."
     if args.merge is None or shard is None or shard[0] != 0: return
     def say(message): print(message, file=sys.stderr, flush=True)
     wait_for_shards(job.root, args.wait_hours * 3600, on_wait=say)
@@ -230,6 +229,7 @@ def _extract(args) -> int:
     job = Extraction(extractor, images, args.output, args.chunk_size, shard)
     if args.resume and job.complete:
         print(f"{job.out_dir} is complete: nothing to resume")
+        _extracted(job, args, shard)  # shard 0 of a run with --merge still merges
         return 0
     todo = job.prepare(args.resume)
     def show(batch, features):
@@ -237,7 +237,9 @@ def _extract(args) -> int:
     try: job.run(todo, show if args.print else None, progress=not args.print)
     except KeyboardInterrupt:
         raise KeyboardInterrupt("interrupted: finished chunks are kept; continue with --resume") from None
-    counts = job.finish()
+    def layout(folder):  # this run's part of the embeddings layout, written before the run counts as complete
+        write_embeddings(folder, job.root/"embeddings", shard[0] if shard else 0)
+    counts = job.finish(layout if args.layout == "embeddings" else None)
     print(f"{counts['features']} features of {counts['images']} images in {job.out_dir / 'features.npy'}; "
           f"{counts['failed']} unreadable (failed.tsv)", file=sys.stderr if args.print else sys.stdout)
     _extracted(job, args, shard)

@@ -606,7 +606,10 @@ def _index_table(images: ImageList, kept: list) -> tuple:
 
 # %% ../nbs/12_inference.ipynb #5916bb8f
 @patch
-def finish(self: Extraction) -> dict:  # the numbers of images, of features and of images left out
+def finish(
+    self: Extraction,
+    before_done=None,  # called with the output folder once its files are written, before it counts as complete
+) -> dict:  # the numbers of images, of features and of images left out
     "Join the chunks into `features.npy`, `index.tsv` and `failed.tsv`, remove them; return counts."
     loaded = [np.load(self.chunk_file(k)) for k in self.chunk_range]
     kept = np.concatenate([np.zeros(0, np.int64)] + [c["indices"] for c in loaded]).astype(np.int64)
@@ -615,6 +618,7 @@ def finish(self: Extraction) -> dict:  # the numbers of images, of features and 
     write_atomic(self.out_dir/"features.npy", lambda f: np.save(f, feats.astype(np.float32).reshape(len(kept), -1)))
     write_tsv(self.out_dir/"index.tsv", *_index_table(self.images, kept.tolist()))
     write_tsv(self.out_dir/"failed.tsv", ["path", "reason"], [[self.images.paths[i], r] for i, r in failed])
+    if before_done is not None: before_done(self.out_dir)  # e.g. another layout: done before a merge may start
     shutil.rmtree(self.chunks)
     images = sum(len(self.span(k)) for k in self.chunk_range)
     return {"images": images, "features": len(kept), "failed": len(failed)}
