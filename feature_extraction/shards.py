@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .core import write_atomic
-from .inference import check_shard, installed, read_tsv, write_tsv
+from .inference import check_shard, installed, iter_tsv, read_tsv, write_tsv
 from .sampler import distributed_env
 
 # %% ../nbs/12b_shards.ipynb #66ea1dd6
@@ -116,7 +116,7 @@ def _tsv_header(path: Path) -> list:
 def _counts(root: Path) -> dict:  # images, features and failed of a finished output folder
     manifest = json.loads((root/"extract.json").read_text())
     features = len(np.load(root/"features.npy", mmap_mode="r"))
-    return {"images": manifest["images"], "features": features, "failed": len(read_tsv(root/"failed.tsv"))}
+    return {"images": manifest["images"], "features": features, "failed": sum(1 for _ in iter_tsv(root/"failed.tsv"))}
 
 # %% ../nbs/12b_shards.ipynb #eec5c50a
 def merge_shards(
@@ -130,9 +130,9 @@ def merge_shards(
     shards = check_shards(root)
     folders = [folder for folder, _ in shards.values()]
     _write_concatenated(root/"features.npy", [f/"features.npy" for f in folders])
-    rows = (row for folder in folders for row in read_tsv(folder/"index.tsv"))
+    rows = (row for folder in folders for row in iter_tsv(folder/"index.tsv"))  # streamed: millions of rows
     write_tsv(root/"index.tsv", _tsv_header(folders[0]/"index.tsv"), rows)
-    write_tsv(root/"failed.tsv", ["path", "reason"], (row for f in folders for row in read_tsv(f/"failed.tsv")))
+    write_tsv(root/"failed.tsv", ["path", "reason"], (row for f in folders for row in iter_tsv(f/"failed.tsv")))
     manifest = {k: v for k, v in next(iter(shards.values()))[1].items() if k != "shard"}
     write_atomic(root/"extract.json", json.dumps(manifest, indent=2))  # last: the merge is done
     for folder in folders: shutil.rmtree(folder)
